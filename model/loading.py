@@ -1,0 +1,98 @@
+"""Find a checkpoint folder (local path or hub id) and choose device, dtype and quantization."""
+
+import json
+from pathlib import Path
+
+import torch
+
+WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be found or loaded; the message says what to do."""
+
+
+def resolve_source(path_or_id: str | Path) -> Path:
+    """A local folder as is; otherwise a hub id, downloaded without any Python files."""
+    path = Path(path_or_id).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise CheckpointError(f"{path} is a file; expected a checkpoint folder or a hub id such as 'org/name'.")
+    if str(path_or_id).count("/") != 1:
+        raise CheckpointError(f"No folder {path} exists, and {str(path_or_id)!r} is not a hub id ('org/name').")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(path_or_id), allow_patterns=WEIGHT_PATTERNS))
+    except Exception as err:  # offline, unknown repo, gated repo: all reported the same way
+        raise CheckpointError(
+            f"Could not download {path_or_id!r} from the Hugging Face Hub ({type(err).__name__}: {err}). "
+            "Check the name and your network, or pass the path of a local checkpoint folder."
+        ) from err
+
+
+def read_config(folder: Path) -> dict:
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{folder} has no config.json; it is not a model checkpoint.")
+    return json.loads(config_file.read_text())
+
+
+def check_weights_format(folder: Path, allow_pickle: bool = False) -> None:
+    """Refuse pickle-only checkpoints unless the user opted in (they can run code when unpickled)."""
+    if any(folder.glob("*.safetensors")):
+        return
+    if any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
+        if not allow_pickle:
+            raise CheckpointError(
+                f"{folder} holds only pickle weights (*.bin/*.pt), which can execute code when loaded. "
+                "Convert them to safetensors, or pass allow_pickle=True if you trust the source."
+            )
+        return
+    raise CheckpointError(f"{folder} has no weights (*.safetensors).")
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if isinstance(dtype, str):
+        try:
+            return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+                    "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}[dtype]
+        except KeyError:
+            raise ValueError(f"Unknown dtype {dtype!r}; use bf16, fp16 or fp32.") from None
+    return dtype
+
+
+# Module-name prefixes never quantized: the mask side, the vision side and the output head.
+QUANTIZATION_SKIP = ["sam2", "projector", "vlm.lm_head", "vlm.model.visual", "vlm.model.vision_tower",
+                     "vlm.model.multi_modal_projector"]
+
+
+def quantization_config(kind: str | None, compute_dtype: torch.dtype):
+    """bitsandbytes settings for the language model only; None for full precision."""
+    if kind in (None, "none"):
+        return None
+    if kind not in ("4bit", "8bit"):
+        raise ValueError(f"quantization must be None, '4bit' or '8bit', got {kind!r}.")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise CheckpointError(
+            f"{kind} quantization needs bitsandbytes: pip install bitsandbytes (or load without quantization)."
+        ) from None
+    from transformers import BitsAndBytesConfig
+
+    if kind == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype,
+                                  bnb_4bit_use_double_quant=True, llm_int8_skip_modules=QUANTIZATION_SKIP)
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=QUANTIZATION_SKIP)

@@ -1,0 +1,104 @@
+"""Builds prompt token ids from the templates in `prompts/`, keeping user text as data.
+
+Template strings are control text (tokenized with their special tokens); user text is tokenized with
+`split_special_tokens=True`, so a typed `[SEG]` or `<|im_start|>` stays plain text. Media and `[SEG]` ids are
+inserted by code only.
+"""
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerBase
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    system: str
+    user: str
+    assistant: str
+    assistant_end: str
+    stop: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MediaLayout:
+    block: str
+    frame_separator: str
+    content: str
+
+
+@lru_cache
+def _load(name: str) -> dict:
+    return json.loads((PROMPTS_DIR / name).read_text())
+
+
+def load_template(name: str) -> ChatTemplate:
+    templates = _load("templates.json")
+    if name not in templates or name.startswith("_"):
+        raise ValueError(f"Unknown chat template {name!r}; known: {sorted(k for k in templates if k[0] != '_')}.")
+    spec = templates[name]
+    return ChatTemplate(spec["system"], spec["user"], spec["assistant"], spec["assistant_end"], tuple(spec["stop"]))
+
+
+def load_media_layout(family: str) -> MediaLayout:
+    return MediaLayout(**_load("media.json")[family])
+
+
+def default_system_prompt() -> str:
+    return (PROMPTS_DIR / "system.txt").read_text().strip()
+
+
+def _split(template: str, field: str) -> tuple[str, str]:
+    before, _, after = template.partition("{" + field + "}")
+    return before, after
+
+
+class PromptBuilder:
+    """Token ids for user turns, answers and media blocks of one checkpoint."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate, layout: MediaLayout):
+        self.tokenizer = tokenizer
+        self.template = template
+        self.layout = layout
+        self.stop_ids = [i for i in (tokenizer.convert_tokens_to_ids(s) for s in template.stop)
+                         if i is not None and i != tokenizer.unk_token_id]
+
+    def control(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def data(self, text: str) -> list[int]:
+        if not text:
+            return []
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+    def media_block(self, runs: list[list[int]]) -> list[int]:
+        """One block per image or frame (`runs` holds each one's image-token ids), joined by the separator."""
+        before, after = _split(self.layout.block, "media")
+        ids: list[int] = []
+        for k, run in enumerate(runs):
+            if k:
+                ids += self.control(self.layout.frame_separator)
+            ids += self.control(before) + run + self.control(after)
+        return ids
+
+    def system_turn(self, system: str) -> list[int]:
+        if not system:
+            return []
+        before, after = _split(self.template.system, "system")
+        return self.control(before) + self.data(system) + self.control(after)
+
+    def user_turn(self, text: str, media_ids: list[int] | None = None) -> list[int]:
+        """`<user>{media}{text}</user><assistant>` as ids: the prompt for one new answer."""
+        user_before, user_after = _split(self.template.user, "content")
+        media_first = self.layout.content.index("{media}") < self.layout.content.index("{text}")
+        media_ids = media_ids or []
+        text_ids = self.data(text)
+        content = media_ids + text_ids if media_first else text_ids + media_ids
+        return self.control(user_before) + content + self.control(user_after) + self.control(self.template.assistant)
+
+    def answer_end(self) -> list[int]:
+        return self.control(self.template.assistant_end)

@@ -1,0 +1,137 @@
+"""Tiny random SegChat checkpoints for tests and demos: no network, built in seconds.
+
+    python -m model.tiny OUT_DIR --family {internvl,qwen2_5_vl,qwen3_vl}
+"""
+
+import argparse
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    InternVLConfig,
+    PreTrainedTokenizerFast,
+    Qwen2_5_VLConfig,
+    Qwen2VLImageProcessor,
+    Qwen3VLConfig,
+    Sam2VideoConfig,
+)
+
+from model.config import FAMILIES, SegChatConfig
+from model.modeling import SegChatModel
+
+SEG_TOKENS = ["[SEG]", "<p>", "</p>"]
+CHAT_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+MEDIA_TOKENS = {
+    "internvl": ["<img>", "</img>", "<IMG_CONTEXT>"],
+    "qwen2_5_vl": ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"],
+    "qwen3_vl": ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"],
+}
+_CORPUS = [
+    "Please segment the red object and explain why.",
+    "Sure, it is the apple because it is ripe. The answer is [SEG].",
+    "Which one is the ripest? What color is it? Where is the dog, the cat, the car?",
+    "The shape with the most corners is the hexagon, left of the blue circle.",
+    "user assistant system image video frame 0123456789 , . ! ? ' \" ( ) :",
+]
+TEXT_DIMS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16)
+
+
+def build_tokenizer(family: str, vocab_size: int = 400) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained in-process, with the family's chat, media and segmentation tokens."""
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer.add_special_tokens({"additional_special_tokens": CHAT_TOKENS + MEDIA_TOKENS[family] + SEG_TOKENS})
+    return tokenizer
+
+
+def tiny_sam2_config(image_size: int = 128, width: int = 128) -> Sam2VideoConfig:
+    """A 1.6M-parameter SAM2 (video-capable: the memory path needs width > 64)."""
+    grid = image_size // 4
+    return Sam2VideoConfig(
+        vision_config=dict(
+            model_type="sam2_vision_model",
+            backbone_config=dict(
+                model_type="sam2_hiera_det_model", hidden_size=16, num_attention_heads=1,
+                blocks_per_stage=[1, 1, 2, 1], embed_dim_per_stage=[16, 32, 64, 128],
+                num_attention_heads_per_stage=[1, 1, 2, 2], window_size_per_stage=[4, 4, 4, 4],
+                global_attention_blocks=[3], image_size=[image_size, image_size],
+                window_positional_embedding_background_size=[4, 4],
+            ),
+            backbone_channel_list=[128, 64, 32, 16],
+            backbone_feature_sizes=[[grid, grid], [grid // 2, grid // 2], [grid // 4, grid // 4]],
+            fpn_hidden_size=width,
+        ),
+        prompt_encoder_config=dict(hidden_size=width, image_size=image_size, patch_size=16),
+        mask_decoder_config=dict(hidden_size=width, mlp_dim=256, num_attention_heads=4, iou_head_hidden_dim=width),
+        image_size=image_size, memory_attention_hidden_size=width, memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=256, memory_attention_rope_feat_sizes=[grid // 4, grid // 4],
+        memory_encoder_hidden_size=width, mask_downsampler_embed_dim=width, memory_fuser_embed_dim=width,
+        memory_fuser_intermediate_dim=256,
+    )
+
+
+def _vlm_config(family: str, tokenizer: PreTrainedTokenizerFast):
+    ids = tokenizer.convert_tokens_to_ids
+    text = dict(TEXT_DIMS, vocab_size=len(tokenizer), bos_token_id=None, eos_token_id=ids("<|im_end|>"),
+                pad_token_id=ids("<|endoftext|>"), tie_word_embeddings=False)
+    if family == "internvl":
+        return InternVLConfig(
+            text_config=dict(text, model_type="qwen2"),
+            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                               image_size=[224, 224], patch_size=[14, 14]),
+            image_token_id=ids("<IMG_CONTEXT>"), image_seq_length=64, tie_word_embeddings=False,
+        )
+    media = dict(image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+                 vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+                 tie_word_embeddings=False)
+    vision = dict(depth=2, hidden_size=32, num_heads=2, intermediate_size=64, out_hidden_size=64)
+    if family == "qwen2_5_vl":
+        rope = {"rope_type": "default", "mrope_section": [2, 3, 3]}
+        return Qwen2_5_VLConfig(text_config=dict(text, rope_scaling=rope), vision_config=dict(
+            vision, patch_size=14, fullatt_block_indexes=[1], window_size=56), **media)
+    rope = {"rope_type": "default", "mrope_section": [4, 2, 2], "mrope_interleaved": True}
+    return Qwen3VLConfig(text_config=dict(text, rope_scaling=rope), vision_config=dict(
+        vision, patch_size=16, num_position_embeddings=256, deepstack_visual_indexes=[0]), **media)
+
+
+def tiny_config(family: str, tokenizer: PreTrainedTokenizerFast) -> SegChatConfig:
+    if family not in FAMILIES:
+        raise ValueError(f"Unknown family {family!r}; expected one of {FAMILIES}.")
+    return SegChatConfig(
+        vlm_config=_vlm_config(family, tokenizer).to_dict(), sam2_config=tiny_sam2_config().to_dict(),
+        family=family, seg_hidden_state="last_layer" if family == "qwen3_vl" else "final_norm",
+        max_tiles=2, qwen_min_pixels=32 * 32, qwen_max_pixels=128 * 128,
+    )
+
+
+def build_tiny(out_dir: str | Path, family: str = "qwen2_5_vl", seed: int = 0) -> Path:
+    """Write a random-weight checkpoint in SegChat's native format and return its folder."""
+    out_dir = Path(out_dir)
+    tokenizer = build_tokenizer(family)
+    torch.manual_seed(seed)
+    model = SegChatModel(tiny_config(family, tokenizer))
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    if family != "internvl":
+        patch = model.config.vlm_config.vision_config.patch_size
+        Qwen2VLImageProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2).save_pretrained(out_dir)
+    return out_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dir")
+    parser.add_argument("--family", choices=FAMILIES, default="qwen2_5_vl")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    print(build_tiny(args.out_dir, args.family, args.seed))
+
+
+if __name__ == "__main__":
+    main()
