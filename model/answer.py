@@ -14,7 +14,7 @@ class MarkupIds:
     seg: int
     phrase_open: int | None
     phrase_close: int | None
-    hidden: frozenset[int]  # special ids never shown (stop tokens, padding)
+    hidden: frozenset[int]  # special ids never shown (stop tokens, padding, media placeholders)
 
     @classmethod
     def from_tokenizer(cls, tokenizer: PreTrainedTokenizerBase, seg_token: str, stop_ids: list[int]) -> "MarkupIds":
@@ -22,8 +22,9 @@ class MarkupIds:
             i = tokenizer.convert_tokens_to_ids(token)
             return None if i is None or i == tokenizer.unk_token_id else i
 
-        hidden = set(stop_ids) | {i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None}
-        return cls(lookup(seg_token), lookup("<p>"), lookup("</p>"), frozenset(hidden))
+        seg, p_open, p_close = lookup(seg_token), lookup("<p>"), lookup("</p>")
+        hidden = (set(tokenizer.all_special_ids) | set(stop_ids)) - {seg, p_open, p_close}
+        return cls(seg, p_open, p_close, frozenset(hidden))
 
 
 @dataclass

@@ -100,5 +100,10 @@ class PromptBuilder:
         content = media_ids + text_ids if media_first else text_ids + media_ids
         return self.control(user_before) + content + self.control(user_after) + self.control(self.template.assistant)
 
+    def media_token_ids(self) -> list[int]:
+        """Ids of the layout's media markers (e.g. `<img>`, `<|vision_start|>`): code inserts them, the model
+        must never generate them."""
+        return sorted(set(self.control(self.layout.block.replace("{media}", ""))))
+
     def answer_end(self) -> list[int]:
         return self.control(self.template.assistant_end)

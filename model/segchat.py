@@ -70,6 +70,9 @@ class SegChat:
         self.mask_decoder = MaskDecoder(model.sam2, config.sam2_pixel_mode)
         # Extra `generate` arguments (sampling, logits processors...); greedy decoding by default.
         self.generate_options: dict = {}
+        vlm_config = config.vlm_config
+        placeholders = [getattr(vlm_config, name, None) for name in ("image_token_id", "video_token_id")]
+        self.unspeakable_ids = sorted(set(self.prompts.media_token_ids()) | {i for i in placeholders if i is not None})
         self._lock = threading.Lock()  # one model, many conversations: model work runs one at a time
 
     @classmethod
@@ -116,7 +119,7 @@ class SegChat:
         inputs = self._forward_inputs(input_ids, vision)
         state_module = self.family.seg_state_module(vlm)
         with SegCapture(vlm, state_module, self.seg_token_id) as capture:
-            options = {"do_sample": False, **self.generate_options}
+            options = {"do_sample": False, "suppress_tokens": self.unspeakable_ids, **self.generate_options}
             out = vlm.generate(**inputs, **options, max_new_tokens=self.limits.max_new_tokens,
                                eos_token_id=self.prompts.stop_ids, pad_token_id=self.tokenizer.pad_token_id,
                                streamer=streamer, stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop)]))

@@ -238,3 +238,17 @@ def test_missing_checkpoint_gives_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="config.json"):
         SegChat.from_pretrained(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_model_never_generates_media_placeholders(tiny_chats, family):
+    chat = tiny_chats[family]
+    chat.limits.max_new_tokens = 64
+    try:
+        conv = chat.new_conversation()
+        replies = [conv.ask("Describe the picture.", image=IMAGE), conv.ask("And then?")]
+    finally:
+        chat.limits.max_new_tokens = 512
+    assert chat.unspeakable_ids
+    for reply in replies:
+        assert not set(reply.token_ids) & set(chat.unspeakable_ids)
