@@ -29,13 +29,42 @@ def _maxdiff(a, b) -> float:
     return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
 
 
-@pytest.fixture(scope="module", params=ORACLES or [None], ids=[p.name for p in ORACLES] or ["no-oracle"])
-def oracle(request):
-    """(folder, vlm, sam2, projector, info) for one oracle, loaded once per module."""
-    if request.param is None:
+_LOADED: dict[Path, tuple] = {}
+
+
+def _folders(flavour: str | None = None) -> list:
+    """Oracle folders (of one flavour), or [None] so that a test skips with a reason when shared/ is absent."""
+    if not ORACLES:
+        return [None]
+    return [p for p in ORACLES if flavour is None or detect_flavour(json.loads((p / "config.json").read_text())) == flavour]
+
+
+def _load(folder: Path | None) -> tuple:
+    """(folder, vlm, sam2, projector, info), loaded once per oracle for the whole module."""
+    if folder is None:
         pytest.skip(f"no Sa2VA oracle under {ORACLE_ROOT}: the shared material is absent")
-    vlm, sam2, projector, info = load_sa2va_modules(request.param)
-    return request.param, vlm, sam2, projector, info
+    if folder not in _LOADED:
+        _LOADED[folder] = (folder, *load_sa2va_modules(folder))
+    return _LOADED[folder]
+
+
+def _ids(folders: list) -> list[str]:
+    return [p.name if p else "no-oracle" for p in folders]
+
+
+@pytest.fixture(params=_folders(), ids=_ids(_folders()))
+def oracle(request):
+    return _load(request.param)
+
+
+@pytest.fixture(params=_folders("internvl"), ids=_ids(_folders("internvl")))
+def internvl_oracle(request):
+    return _load(request.param)
+
+
+@pytest.fixture(params=_folders("qwen3_vl"), ids=_ids(_folders("qwen3_vl")))
+def qwen3vl_oracle(request):
+    return _load(request.param)
 
 
 def _decode_image_mask(sam2, g_pixel_values: torch.Tensor, seg_embeds: torch.Tensor):
@@ -141,10 +170,8 @@ def test_every_native_tensor_is_loaded(oracle):
 
 
 @torch.no_grad()
-def test_internvl_vision_llm_and_projector_match(oracle):
-    folder, vlm, _, projector, info = oracle
-    if info["family"] != "internvl":
-        pytest.skip("InternVL-flavour check")
+def test_internvl_vision_llm_and_projector_match(internvl_oracle):
+    folder, vlm, _, projector, info = internvl_oracle
     ref = folder / "reference" / "a_image"
     pixel_values = torch.from_numpy(_array(ref / "pixel_values.npz"))
     vit = vlm.model.get_image_features(pixel_values=pixel_values, return_dict=True).pooler_output
@@ -163,10 +190,8 @@ def test_internvl_vision_llm_and_projector_match(oracle):
 
 
 @torch.no_grad()
-def test_internvl_sam2_features_and_image_masks(oracle):
-    folder, _, sam2, _, info = oracle
-    if info["family"] != "internvl":
-        pytest.skip("InternVL-flavour check")
+def test_internvl_sam2_features_and_image_masks(internvl_oracle):
+    folder, _, sam2, _, info = internvl_oracle
     ref = folder / "reference" / "a_image"
     g = torch.from_numpy(_array(ref / "g_pixel_values.npz"))
     fpn = sam2.get_image_features(g, return_dict=True).fpn_hidden_states
@@ -189,10 +214,8 @@ def test_internvl_sam2_features_and_image_masks(oracle):
 
 
 @torch.no_grad()
-def test_qwen3vl_vlm_projector_and_image_mask(oracle):
-    folder, vlm, sam2, projector, info = oracle
-    if info["family"] != "qwen3_vl":
-        pytest.skip("Qwen3-VL-flavour check")
+def test_qwen3vl_vlm_projector_and_image_mask(qwen3vl_oracle):
+    folder, vlm, sam2, projector, info = qwen3vl_oracle
     ref = folder / "reference" / "image"
     ids = torch.from_numpy(np.load(ref / "input_ids.npy"))
     pixel_values = torch.from_numpy(_array(ref / "pixel_values.npz"))
