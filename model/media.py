@@ -77,34 +77,24 @@ def _open_header(path: Path, limits: MediaLimits) -> Image.Image:
         raise MediaError(f"“{path.name}” could not be read as an image.") from None
 
 
-def _check_file(path: Path, limits: MediaLimits) -> None:
+def check_media_file(path: Path, max_bytes: int, kind: str = "image") -> None:
+    """Refuse a missing, empty or oversized file before anything decodes it."""
     if not path.exists():
-        raise MediaError(f"The image file “{path.name}” does not exist.")
+        raise MediaError(f"The {kind} file “{path.name}” does not exist.")
     if not path.is_file():
         raise MediaError(f"“{path.name}” is not a file.")
     size = path.stat().st_size
     if size == 0:
-        raise MediaError(f"The image file “{path.name}” is empty (0 bytes).")
-    if size > limits.max_file_bytes:
-        raise MediaError(
-            f"The image file is {size / 2**20:.1f} MiB; the limit is "
-            f"{limits.max_file_bytes / 2**20:.0f} MiB."
-        )
+        raise MediaError(f"The {kind} file “{path.name}” is empty (0 bytes).")
+    if size > max_bytes:
+        raise MediaError(f"The {kind} file is {size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB.")
 
 
 def _from_path(path: Path, limits: MediaLimits) -> Image.Image:
-    _check_file(path, limits)
+    check_media_file(path, limits.max_file_bytes)
     with _open_header(path, limits) as im:
-        check_size(*im.size, limits)
-        try:
-            im.load()
-        except _DECODE_ERRORS as e:
-            # Pillow refuses truncated data unless ImageFile.LOAD_TRUNCATED_IMAGES is set.
-            raise MediaError(
-                f"The image “{path.name}” is damaged or incomplete and cannot be decoded ({e})."
-            ) from None
         # transpose/convert return new images, so the file can be closed on exit.
-        return _to_display_rgb(im)
+        return _from_pil(im, limits, f"The image “{path.name}”")
 
 
 def _from_array(arr: np.ndarray, limits: MediaLimits) -> Image.Image:
@@ -122,14 +112,13 @@ def _from_array(arr: np.ndarray, limits: MediaLimits) -> Image.Image:
     return _to_rgb(Image.fromarray(np.ascontiguousarray(arr), mode=mode))
 
 
-def _from_pil(im: Image.Image, limits: MediaLimits) -> Image.Image:
+def _from_pil(im: Image.Image, limits: MediaLimits, what: str = "The image") -> Image.Image:
     check_size(*im.size, limits)
     try:
         im.load()
     except _DECODE_ERRORS as e:
-        raise MediaError(
-            f"The image is damaged or incomplete and cannot be decoded ({e})."
-        ) from None
+        # Pillow refuses truncated data unless ImageFile.LOAD_TRUNCATED_IMAGES is set.
+        raise MediaError(f"{what} is damaged or incomplete and cannot be decoded ({e}).") from None
     return _to_display_rgb(im)
 
 

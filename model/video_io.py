@@ -18,7 +18,7 @@ import av
 import numpy as np
 
 from .errors import MediaError
-from .media import ImageSource, MediaLimits, load_image
+from .media import ImageSource, MediaLimits, check_media_file, load_image
 
 
 @dataclass(frozen=True)
@@ -42,21 +42,6 @@ class VideoInfo:
     duration_s: float
     codec: str
     rotation: int  # counter-clockwise degrees applied for display: 0, 90, 180 or 270
-
-
-def _check_file(path: Path, limits: VideoLimits) -> None:
-    if not path.exists():
-        raise MediaError(f"The video file “{path.name}” does not exist.")
-    if not path.is_file():
-        raise MediaError(f"“{path.name}” is not a file.")
-    size = path.stat().st_size
-    if size == 0:
-        raise MediaError(f"The video file “{path.name}” is empty (0 bytes).")
-    if size > limits.max_file_bytes:
-        raise MediaError(
-            f"The video file is {size / 2**20:.0f} MiB; the limit is "
-            f"{limits.max_file_bytes / 2**20:.0f} MiB."
-        )
 
 
 def _video_stream(container: av.container.InputContainer, name: str) -> av.VideoStream:
@@ -134,7 +119,7 @@ def _check_limits(
 def probe_video(path: str | Path, limits: VideoLimits = VideoLimits()) -> VideoInfo:
     """Read a video's header (and its first frame, to prove it decodes), or raise MediaError."""
     path = Path(path)
-    _check_file(path, limits)
+    check_media_file(path, limits.max_file_bytes, "video")
     with _open(path) as stream:
         cc = stream.codec_context
         width, height = cc.width, cc.height
