@@ -53,6 +53,24 @@ def check_weights_format(folder: Path, allow_pickle: bool = False) -> None:
     raise CheckpointError(f"{folder} has no weights (*.safetensors).")
 
 
+def prepare_checkpoint(path_or_id: str | Path, allow_pickle: bool = False) -> Path:
+    """A native SegChat folder for a folder or hub id: as is, or, for an official Sa2VA checkpoint, its
+    converted copy in the cache (converted on first use, see `model.convert.checkpoint`)."""
+    folder = resolve_source(path_or_id)
+    config = read_config(folder)
+    check_weights_format(folder, allow_pickle)
+    from model.convert.sa2va import is_sa2va_config
+
+    if not is_sa2va_config(config):
+        return folder
+    if not any(folder.glob("*.safetensors")):
+        raise CheckpointError(f"{folder} is a Sa2VA checkpoint without safetensors weights; the converter reads "
+                              "safetensors only.")
+    from model.convert.checkpoint import cached_conversion
+
+    return cached_conversion(folder)
+
+
 def pick_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

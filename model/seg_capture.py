@@ -14,13 +14,18 @@ class SegCapture:
 
     With `skip_first=True` the first forward (the prompt prefill) is ignored, so `[SEG]` tokens in the
     conversation history do not produce masks; only tokens the model generates in this turn do.
+    With `keep_graph=True` the states stay attached to the autograd graph (teacher-forced training); batches
+    are read row-major (sample by sample, in token order).
     """
 
-    def __init__(self, vlm: nn.Module, state_module: nn.Module, seg_token_id: int, skip_first: bool = True):
+    def __init__(self, vlm: nn.Module, state_module: nn.Module, seg_token_id: int, skip_first: bool = True,
+                 keep_graph: bool = False, read_input: bool = False):
         self.vlm = vlm
         self.state_module = state_module
+        self.read_input = read_input  # the module's input (e.g. before the final norm) instead of its output
         self.seg_token_id = seg_token_id
         self.skip_first = skip_first
+        self.keep_graph = keep_graph
         self.states: list[torch.Tensor] = []
         self._calls = 0
         self._ids: torch.Tensor | None = None
@@ -47,11 +52,12 @@ class SegCapture:
     def _keep_seg_rows(self, module, args, output) -> None:
         if self._ids is None:
             return
-        hidden = output[0] if isinstance(output, tuple) else output
-        # Batch size 1: the rows whose input token is [SEG], in order.
-        rows = self._ids[0, -hidden.shape[1]:] == self.seg_token_id
+        hidden = args[0] if self.read_input else output
+        hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+        rows = self._ids[:, -hidden.shape[1]:] == self.seg_token_id
         if rows.any():
-            self.states.append(hidden[0, rows].detach().float())
+            states = hidden[rows].float()
+            self.states.append(states if self.keep_graph else states.detach())
 
     def stacked(self) -> torch.Tensor | None:
         return torch.cat(self.states) if self.states else None

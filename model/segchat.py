@@ -16,21 +16,27 @@ from transformers.generation.streamers import BaseStreamer
 from model.answer import MarkupIds, parse_answer
 from model.errors import InputError
 from model.families import Family, VisionInputs, make_family
-from model.loading import (check_weights_format, pick_device, pick_dtype, quantization_config, read_config,
-                           resolve_source)
+from model.loading import pick_device, pick_dtype, prepare_checkpoint, quantization_config
 from model.media import ImageSource, MediaLimits, load_image
 from model.modeling import SegChatModel
 from model.prompting import PromptBuilder, default_system_prompt, load_media_layout, load_template
-from model.seg_capture import SegCapture
 from model.segment import ImageFeatures, MaskDecoder, binary_masks
+from model.video import VideoMask, VideoMedia, VideoOptions, VideoSegmenter, load_video, video_pixel_mode
+from model.video_io import VideoLimits
 
 
 @dataclass
 class Segment:
-    """One object: `mask` is bool H x W at the original image size (display orientation)."""
+    """One object. Image: `mask` is bool H x W at the original image size (display orientation).
 
-    mask: np.ndarray
-    score: float  # SAM2's predicted IoU of the mask
+    Video: `mask` is a `model.video.VideoMask`, a lazy T x H x W bool accessor at the original video size that
+    stores per-frame COCO RLE (`mask[t]` decodes frame t; `np.asarray(mask)` materializes all frames, avoid it on
+    long clips); `mask.presence[t]` is the per-frame object-score logit (an object that left the frame has an
+    empty mask there) and `presence` is its maximum over the clip.
+    """
+
+    mask: "np.ndarray | VideoMask"
+    score: float  # SAM2's predicted IoU of the mask (video: mean over the prompted frames)
     label: str | None = None  # the phrase in `<p>...</p>` before the object's [SEG], if any
     presence: float = 0.0  # SAM2's object-presence logit (> 0: the object is there)
 
@@ -49,6 +55,7 @@ class Limits:
     max_new_tokens: int = 512
     max_segments: int = 16
     media: MediaLimits = field(default_factory=MediaLimits)
+    video: VideoLimits = field(default_factory=VideoLimits)
 
 
 class SegChat:
@@ -67,7 +74,11 @@ class SegChat:
         if self.seg_token_id is None or self.seg_token_id == tokenizer.unk_token_id:
             raise ValueError(f"The tokenizer has no {config.seg_token} token.")
         self.markup = MarkupIds.from_tokenizer(tokenizer, config.seg_token, self.prompts.stop_ids)
-        self.mask_decoder = MaskDecoder(model.sam2, config.sam2_pixel_mode)
+        image_mode = config.sam2_pixel_mode
+        if isinstance(image_mode, dict):
+            image_mode = image_mode.get("image", "fp32")
+        self.mask_decoder = MaskDecoder(model.sam2, image_mode)
+        self.video_segmenter = VideoSegmenter(model.sam2, video_pixel_mode(config.sam2_pixel_mode))
         # Extra `generate` arguments (sampling, logits processors...); greedy decoding by default.
         self.generate_options: dict = {}
         vlm_config = config.vlm_config
@@ -81,15 +92,14 @@ class SegChat:
                         allow_pickle: bool = False, limits: Limits | None = None) -> "SegChat":
         """Load a checkpoint folder or hub id. `device=None` picks CUDA when present, else CPU; `dtype=None`
         picks bf16 on GPUs that support it, else fp32; `quantization` is None, "4bit" or "8bit" (language
-        model only)."""
-        folder = resolve_source(path_or_id)
-        read_config(folder)
-        check_weights_format(folder, allow_pickle)
+        model only). An official Sa2VA checkpoint is converted once into the cache (`$SEGCHAT_CACHE`, default
+        ~/.cache/segchat/converted) and loaded from there."""
+        folder = prepare_checkpoint(path_or_id, allow_pickle)
         device = pick_device(device)
         dtype = pick_dtype(dtype, device)
         quant = quantization_config(quantization, dtype)
         model = SegChatModel.from_pretrained(folder, dtype=dtype, device_map=str(device), quantization_config=quant,
-                                             use_safetensors=not allow_pickle)
+                                             use_safetensors=None if allow_pickle else True)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         image_processor = None
         if model.config.family != "internvl":
@@ -117,8 +127,7 @@ class SegChat:
         vlm = self.model.vlm
         input_ids = torch.tensor([prompt_ids], device=self.device)
         inputs = self._forward_inputs(input_ids, vision)
-        state_module = self.family.seg_state_module(vlm)
-        with SegCapture(vlm, state_module, self.seg_token_id) as capture:
+        with self.family.seg_capture(vlm, self.seg_token_id) as capture:
             options = {"do_sample": False, "suppress_tokens": self.unspeakable_ids, **self.generate_options}
             out = vlm.generate(**inputs, **options, max_new_tokens=self.limits.max_new_tokens,
                                eos_token_id=self.prompts.stop_ids, pad_token_id=self.tokenizer.pad_token_id,
@@ -128,7 +137,7 @@ class SegChat:
         if new_ids and new_ids[-1] == self.seg_token_id:
             # The last token's state is only computed by one more forward pass.
             full = torch.tensor([prompt_ids + new_ids], device=self.device)
-            with torch.no_grad(), SegCapture(vlm, state_module, self.seg_token_id, skip_first=False) as last:
+            with torch.no_grad(), self.family.seg_capture(vlm, self.seg_token_id, skip_first=False) as last:
                 vlm(**self._forward_inputs(full, vision))
             states = states + [last.states[-1][-1:]]
         return new_ids, (torch.cat(states) if states else None)
@@ -149,6 +158,22 @@ class SegChat:
             logits = self.mask_decoder.logits_at(decoded.low_res_logits, features.original_size)
         return [Segment(mask, float(iou), label, float(presence)) for mask, iou, presence, label in
                 zip(binary_masks(logits), decoded.iou_scores, decoded.object_scores, labels)]
+
+    def predict_forward(self, image: Image.Image | None = None, video: list[Image.Image] | None = None,
+                        text: str = "", past_text: str = "") -> dict:
+        """Sa2VA's official `predict_forward`: {"prediction": str, "prediction_masks": [bool (frames, H, W)
+        per [SEG]]}; `text` and `past_text` are trusted markup (see `model.official`)."""
+        from model.official import run
+
+        return run(self, image=image, video=video, text=text, past_text=past_text).as_dict()
+
+
+def _video_options(options: dict) -> VideoOptions:
+    try:
+        return VideoOptions(**options)
+    except TypeError:
+        known = sorted(VideoOptions.__dataclass_fields__)
+        raise InputError(f"Unknown video option in {sorted(options)}; known: {known}.") from None
 
 
 class _StopOnEvent(StoppingCriteria):
@@ -185,37 +210,63 @@ class _Media:
 
 
 class Conversation:
-    """A multi-turn chat about one image. Uploading a new image starts a fresh context for the model."""
+    """A multi-turn chat about one image or video. Uploading new media starts a fresh context for the model."""
 
     def __init__(self, chat: SegChat):
         self.chat = chat
         self.history: list[int] = chat.prompts.system_turn(chat.system_prompt)
-        self.media: _Media | None = None
+        self.media: _Media | VideoMedia | None = None
+        self.last_video_stats = None  # PropagationStats of the last video turn (memory bound, for tests/benches)
 
-    def ask(self, text: str, image: ImageSource | None = None) -> Reply:
-        """Answer one message; `image` is a path, PIL image or HxWx3 array, or None to keep the current one."""
-        for item in self.ask_stream(text, image=image):
+    def ask(self, text: str, image: ImageSource | None = None, video=None, **video_options) -> Reply:
+        """Answer one message; `image` is a path, PIL image or HxWx3 array, or None to keep the current media.
+
+        `video` is a video file (mp4, webm, mov, animated gif...; the content decides, not the extension) or a list
+        of frames; `video_options` are `model.video.VideoOptions` fields: `propagation="sa2va" | "memory"`,
+        `llm_frames=5`, `frame_sampling="first" | "uniform"`, `key_frames`, `stride`, `max_side`, `max_frames`.
+        On a follow-up about the same video, `propagation` and `key_frames` may change; the LLM frames stay.
+        """
+        for item in self.ask_stream(text, image=image, video=video, **video_options):
             if isinstance(item, Reply):
                 return item
         raise RuntimeError("ask_stream ended without a reply")
 
-    def ask_stream(self, text: str, image: ImageSource | None = None) -> Iterator["str | Reply"]:
+    def ask_stream(self, text: str, image: ImageSource | None = None, video=None,
+                   **video_options) -> Iterator["str | Reply"]:
         """Yield the answer text so far as it is generated, then the full `Reply` (masks included)."""
         chat = self.chat
         text = chat.check_text(text)
+        if image is not None and video is not None:
+            raise InputError("Please send either an image or a video, not both.")
         media = self.media
         history = self.history
         media_ids: list[int] = []
-        if image is not None:  # validate everything before touching the conversation
+        video_run: VideoOptions | None = None
+        if video is not None:  # validate everything before touching the conversation
+            video_run = _video_options(video_options)
+            media = load_video(video, video_run, chat.limits.video, chat.limits.media,
+                               lambda images: chat.family.encode_images(images, as_video=True))
+            history = chat.prompts.system_turn(chat.system_prompt)
+            media_ids = chat.prompts.media_block(media.vision.runs)
+        elif image is not None:
             picture = load_image(image, chat.limits.media)
             media = _Media([picture], chat.family.encode_images([picture]))
             history = chat.prompts.system_turn(chat.system_prompt)
             media_ids = chat.prompts.media_block(media.vision.runs)
+        if video_run is None and video_options:
+            if not isinstance(media, VideoMedia):
+                raise InputError("Video options need a video in the conversation.")
+            allowed = {"propagation", "key_frames"}
+            if set(video_options) - allowed:
+                raise InputError(f"On a follow-up only {sorted(allowed)} can change; send the video again "
+                                 "to change the others.")
+            base = media.options
+            video_run = _video_options({**base.__dict__, **video_options})
         prompt_ids = history + chat.prompts.user_turn(text, media_ids)
 
         with chat._lock:
             new_ids, seg_states = yield from self._generate_streaming(prompt_ids, media)
-            reply = self._reply(new_ids, seg_states, media)
+            reply = self._reply(new_ids, seg_states, media, video_run)
         self.media = media
         self.history = prompt_ids + self._closed(new_ids) + chat.prompts.answer_end()
         yield reply
@@ -256,10 +307,13 @@ class Conversation:
         stops = self.chat.prompts.stop_ids
         return new_ids if new_ids and new_ids[-1] in stops else new_ids + stops[:1]
 
-    def _reply(self, new_ids: list[int], seg_states: torch.Tensor | None, media: _Media | None) -> Reply:
+    def _reply(self, new_ids: list[int], seg_states: torch.Tensor | None, media: "_Media | VideoMedia | None",
+               video_run: VideoOptions | None = None) -> Reply:
         chat = self.chat
         parsed = parse_answer(new_ids, chat.tokenizer, chat.markup)
         reply = Reply(parsed.text, new_ids)
+        if isinstance(media, VideoMedia):
+            reply.warnings += media.clip.notices
         if seg_states is None:
             return reply
         if media is None:
@@ -270,9 +324,32 @@ class Conversation:
             reply.warnings.append(f"The answer names {seg_states.shape[0]} objects; only the first {limit} "
                                   "are segmented.")
             seg_states = seg_states[:limit]
+        if isinstance(media, VideoMedia):
+            reply.segments = self._video_segments(media, seg_states, parsed.labels[: seg_states.shape[0]],
+                                                  video_run or media.options)
+            return reply
         features = self._sam_features(media, 0)
         reply.segments = chat.segment(features, seg_states, parsed.labels[: seg_states.shape[0]])
         return reply
+
+    def _video_segments(self, media: VideoMedia, seg_states: torch.Tensor, labels: list[str | None],
+                        options: VideoOptions) -> list[Segment]:
+        """Every object of the answer through one streaming SAM2 video session; the LLM frames' SAM2 features
+        are cached in the media state for follow-ups."""
+        chat = self.chat
+        projector = chat.model.projector
+        with torch.no_grad():
+            prompts = projector(seg_states.to(device=projector[0].weight.device, dtype=projector[0].weight.dtype))
+        for t in media.llm_indices:
+            if t not in media.sam_features:
+                media.sam_features[t] = chat.video_segmenter.frame_features(np.asarray(media.images[
+                    media.llm_indices.index(t)]))
+        features = {t: media.sam_features[t] for t in media.llm_indices}
+        result = chat.video_segmenter.segment(media.clip, prompts, features, options.propagation,
+                                              options.key_frames)
+        self.last_video_stats = result.stats
+        return [Segment(mask, score, label, float(np.nanmax(mask.presence)) if len(mask) else 0.0)
+                for mask, score, label in zip(result.masks, result.scores, labels)]
 
     def _sam_features(self, media: _Media, frame: int) -> ImageFeatures:
         if frame not in media.sam_features:

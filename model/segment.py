@@ -24,6 +24,7 @@ class Decoded:
     low_res_logits: torch.Tensor  # [N, h, w], the best of the multimask outputs
     iou_scores: torch.Tensor  # [N]
     object_scores: torch.Tensor  # [N] object-presence logits
+    candidates: torch.Tensor | None = None  # [N, k, h, w] all multimask outputs (training supervises each)
 
 
 class MaskDecoder:
@@ -43,17 +44,18 @@ class MaskDecoder:
         pixels = pixels.to(device=self._param.device, dtype=self._param.dtype)
         return ImageFeatures(self.sam2.get_image_embeddings(pixels), (image.height, image.width))
 
-    def decode(self, features: ImageFeatures, prompts: torch.Tensor) -> Decoded:
+    def decode(self, features: ImageFeatures, prompts: torch.Tensor, grad: bool = False) -> Decoded:
         """Decode N objects in one mask-decoder call; `prompts` is [N, C] (projected [SEG] states).
 
         Each object's sparse prompt is Sa2VA's: a dummy point labelled -1 (plus the encoder's pad point)
-        followed by the [SEG] embedding.
+        followed by the [SEG] embedding. `grad=True` keeps the autograd graph (training).
         """
         n = prompts.shape[0]
         device, dtype = self._param.device, self._param.dtype
         points = torch.zeros(1, n, 1, 2, device=device, dtype=dtype)
         labels = -torch.ones(1, n, 1, dtype=torch.int32, device=device)
-        return self._run(features, points, labels, prompts.to(device=device, dtype=dtype))
+        with torch.set_grad_enabled(grad):
+            return self._run(features, points, labels, prompts.to(device=device, dtype=dtype))
 
     def decode_clicks(self, features: ImageFeatures, points_xy: list[tuple[float, float]], labels: list[int],
                       prompt: torch.Tensor | None = None) -> Decoded:
@@ -66,9 +68,9 @@ class MaskDecoder:
         points = torch.tensor(points_xy, device=device, dtype=dtype).view(1, 1, -1, 2) * scale
         label_t = torch.tensor(labels, dtype=torch.int32, device=device).view(1, 1, -1)
         extra = None if prompt is None else prompt.view(1, -1).to(device=device, dtype=dtype)
-        return self._run(features, points, label_t, extra)
+        with torch.no_grad():
+            return self._run(features, points, label_t, extra)
 
-    @torch.no_grad()
     def _run(self, features: ImageFeatures, points: torch.Tensor, labels: torch.Tensor,
              extra_tokens: torch.Tensor | None) -> Decoded:
         sam2 = self.sam2
@@ -86,7 +88,8 @@ class MaskDecoder:
         )
         best = ious[0].argmax(-1)
         pick = torch.arange(best.shape[0], device=best.device)
-        return Decoded(masks[0, pick, best].float(), ious[0, pick, best].float(), object_scores[0, :, 0].float())
+        return Decoded(masks[0, pick, best].float(), ious[0, pick, best].float(), object_scores[0, :, 0].float(),
+                       masks[0].float())
 
     def logits_at(self, low_res_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Low-res logits → SAM2 input size → original (height, width), bilinear both times (Sa2VA's path)."""

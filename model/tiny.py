@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 import torch
+from torch import nn
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     InternVLConfig,
@@ -38,13 +39,15 @@ TEXT_DIMS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num
                  num_key_value_heads=2, head_dim=16)
 
 
-def build_tokenizer(family: str, vocab_size: int = 400) -> PreTrainedTokenizerFast:
-    """A byte-level BPE trained in-process, with the family's chat, media and segmentation tokens."""
+def build_tokenizer(family: str, vocab_size: int = 400, corpus: list[str] | None = None) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained in-process, with the family's chat, media and segmentation tokens.
+
+    `corpus` adds training text (e.g. a task's instructions and answers, so its words become single tokens)."""
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    bpe.train_from_iterator(_CORPUS * 4 + list(corpus or []), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     tokenizer.add_special_tokens({"additional_special_tokens": CHAT_TOKENS + MEDIA_TOKENS[family] + SEG_TOKENS})
     return tokenizer
@@ -76,9 +79,9 @@ def tiny_sam2_config(image_size: int = 128, width: int = 128) -> Sam2VideoConfig
     )
 
 
-def _vlm_config(family: str, tokenizer: PreTrainedTokenizerFast):
+def _vlm_config(family: str, tokenizer: PreTrainedTokenizerFast, text_dims: dict):
     ids = tokenizer.convert_tokens_to_ids
-    text = dict(TEXT_DIMS, vocab_size=len(tokenizer), bos_token_id=None, eos_token_id=ids("<|im_end|>"),
+    text = dict(text_dims, vocab_size=len(tokenizer), bos_token_id=None, eos_token_id=ids("<|im_end|>"),
                 pad_token_id=ids("<|endoftext|>"), tie_word_embeddings=False)
     if family == "internvl":
         return InternVLConfig(
@@ -90,7 +93,7 @@ def _vlm_config(family: str, tokenizer: PreTrainedTokenizerFast):
     media = dict(image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
                  vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
                  tie_word_embeddings=False)
-    vision = dict(depth=2, hidden_size=32, num_heads=2, intermediate_size=64, out_hidden_size=64)
+    vision = dict(depth=2, hidden_size=32, num_heads=2, intermediate_size=64, out_hidden_size=text_dims["hidden_size"])
     if family == "qwen2_5_vl":
         rope = {"rope_type": "default", "mrope_section": [2, 3, 3]}
         return Qwen2_5_VLConfig(text_config=dict(text, rope_scaling=rope), vision_config=dict(
@@ -100,22 +103,47 @@ def _vlm_config(family: str, tokenizer: PreTrainedTokenizerFast):
         vision, patch_size=16, num_position_embeddings=256, deepstack_visual_indexes=[0]), **media)
 
 
-def tiny_config(family: str, tokenizer: PreTrainedTokenizerFast) -> SegChatConfig:
+def tiny_config(family: str, tokenizer: PreTrainedTokenizerFast, text_dims: dict | None = None,
+                **overrides) -> SegChatConfig:
+    """`text_dims` replaces entries of TEXT_DIMS (language-model shape); `overrides` set SegChatConfig fields."""
     if family not in FAMILIES:
         raise ValueError(f"Unknown family {family!r}; expected one of {FAMILIES}.")
+    settings = {"max_tiles": 2, "qwen_min_pixels": 32 * 32, "qwen_max_pixels": 128 * 128, **overrides}
     return SegChatConfig(
-        vlm_config=_vlm_config(family, tokenizer).to_dict(), sam2_config=tiny_sam2_config().to_dict(),
-        family=family, seg_hidden_state="last_layer" if family == "qwen3_vl" else "final_norm",
-        max_tiles=2, qwen_min_pixels=32 * 32, qwen_max_pixels=128 * 128,
+        vlm_config=_vlm_config(family, tokenizer, {**TEXT_DIMS, **(text_dims or {})}).to_dict(),
+        sam2_config=tiny_sam2_config().to_dict(), family=family,
+        seg_hidden_state="last_layer" if family == "qwen3_vl" else "final_norm", **settings,
     )
 
 
-def build_tiny(out_dir: str | Path, family: str = "qwen2_5_vl", seed: int = 0) -> Path:
-    """Write a random-weight checkpoint in SegChat's native format and return its folder."""
+_DEFAULT_INIT_TYPES = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.LayerNorm, nn.Embedding)
+
+
+def torch_default_init(module: nn.Module) -> None:
+    """Re-initialise `module`'s layers with PyTorch's defaults, as SAM2's own code leaves them.
+
+    transformers' normal(0, 0.02) init makes a randomly built SAM2 mask decoder output near-constant logits
+    (std ~5e-4 here), so a model trained from scratch sits for hundreds of steps before its masks start to learn.
+    """
+    for layer in module.modules():
+        if isinstance(layer, _DEFAULT_INIT_TYPES):
+            layer.reset_parameters()
+
+
+def build_tiny(out_dir: str | Path, family: str = "qwen2_5_vl", seed: int = 0, corpus: list[str] | None = None,
+               text_dims: dict | None = None, default_init_mask_path: bool = False, **overrides) -> Path:
+    """Write a random-weight checkpoint in SegChat's native format and return its folder.
+
+    `corpus`, `text_dims` and `overrides` shape a task-specific tiny model (see `build_tokenizer`, `tiny_config`);
+    `default_init_mask_path` gives SAM2 and the projector PyTorch's default init (for training from scratch).
+    """
     out_dir = Path(out_dir)
-    tokenizer = build_tokenizer(family)
+    tokenizer = build_tokenizer(family, corpus=corpus)
     torch.manual_seed(seed)
-    model = SegChatModel(tiny_config(family, tokenizer))
+    model = SegChatModel(tiny_config(family, tokenizer, text_dims, **overrides))
+    if default_init_mask_path:
+        torch_default_init(model.sam2)
+        torch_default_init(model.projector)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     if family != "internvl":

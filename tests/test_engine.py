@@ -8,7 +8,6 @@ from PIL import Image
 from conftest import FAMILIES, script, shared_path
 from model import InputError, MediaError, Reply, SegChat
 from model.modeling import SegChatModel
-from model.seg_capture import SegCapture
 
 IMAGE = np.random.default_rng(0).integers(0, 255, (61, 97, 3), dtype=np.uint8)  # odd size on purpose
 TWO_OBJECTS = "It is <p>red</p> [SEG] and <p>blue</p> [SEG].<|im_end|>"
@@ -73,7 +72,7 @@ def test_capture_keeps_only_seg_rows_not_every_layer(tiny_chats):
     chat = tiny_chats["internvl"]
     vlm = chat.model.vlm
     ids = torch.tensor([[5, chat.seg_token_id, 7, chat.seg_token_id, 9]])
-    with torch.no_grad(), SegCapture(vlm, chat.family.seg_state_module(vlm), chat.seg_token_id, skip_first=False) as c:
+    with torch.no_grad(), chat.family.seg_capture(vlm, chat.seg_token_id, skip_first=False) as c:
         vlm(input_ids=ids)
     assert [s.shape for s in c.states] == [(2, chat.model.config.text_hidden_size)]
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from model.config import SegChatConfig
 from model.prompting import PromptBuilder
+from model.seg_capture import SegCapture
 
 
 @dataclass
@@ -40,9 +41,8 @@ class Family:
         """Extra per-call inputs that depend on the prompt ids (e.g. M-RoPE token types)."""
         return {}
 
-    def seg_state_module(self, vlm: nn.Module) -> nn.Module:
-        """The module whose output holds the hidden state that becomes a mask prompt."""
-        text_model = vlm.model.language_model
-        if self.config.seg_hidden_state == "last_layer":
-            return text_model.layers[-1]
-        return text_model.norm
+    def seg_capture(self, vlm: nn.Module, seg_token_id: int, **options) -> SegCapture:
+        """Hooks reading the hidden state that becomes a mask prompt: the final norm's output, or its input
+        (the last decoder layer's output) for checkpoints trained on the pre-norm state."""
+        pre_norm = self.config.seg_hidden_state == "last_layer"
+        return SegCapture(vlm, vlm.model.language_model.norm, seg_token_id, read_input=pre_norm, **options)

@@ -11,10 +11,10 @@ class QwenVLFamily(Family):
     name = "qwen_vl"
 
     def encode_images(self, images: list[Image.Image], as_video: bool = False) -> VisionInputs:
-        # Sa2VA feeds video frames to Qwen as separate images, so both cases take the image path.
+        # Sa2VA feeds video frames to Qwen as separate images, so both cases take the image path. As there, the
+        # first resize uses qwen_vl_utils' own pixel bounds; the configured bounds apply in the processor.
         config = self.config
-        resized = [qwen_resize(im, min_pixels=config.qwen_min_pixels, max_pixels=config.qwen_max_pixels)
-                   for im in images]
+        resized = [qwen_resize(im) for im in images]
         size = {"shortest_edge": config.qwen_min_pixels, "longest_edge": config.qwen_max_pixels}
         out = self.image_processor(images=resized, size=size, return_tensors="pt")
         pad = self.prompts.tokenizer.convert_tokens_to_ids("<|image_pad|>")

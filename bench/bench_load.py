@@ -1,0 +1,111 @@
+"""Load memory: peak RSS while converting / loading a Sa2VA checkpoint against its weight bytes, and the analytic
+(NOT measured) peak GPU memory of a Sa2VA-4B-class model in bf16 and with a 4-bit language model.
+
+    python -m bench.bench_load [SA2VA_FOLDER]      (default: ../shared/oracle/sa2va-internvl-qwen2)
+
+Each measurement runs in a fresh process; ru_maxrss after the imports is the baseline.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "oracle" / "sa2va-internvl-qwen2"
+GB = 1024**3
+
+_CHILD = """
+import json, resource, sys, torch
+from pathlib import Path
+from model.convert.checkpoint import convert_checkpoint
+from model.modeling import SegChatModel
+mode, src, dst = sys.argv[1:4]
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if mode == "convert":
+    convert_checkpoint(src, dst)
+else:
+    model = SegChatModel.from_pretrained(dst, dtype=getattr(torch, mode))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"base_mb": base / 1024, "delta_mb": (peak - base) / 1024}))
+"""
+
+
+def measure(mode: str, src: Path, dst: Path) -> dict:
+    out = subprocess.run([sys.executable, "-c", _CHILD, mode, str(src), str(dst)], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def param_counts() -> dict[str, int]:
+    """Parameters of a Sa2VA-4B-class layout built on the meta device: InternVL2.5-4B (InternViT-300M +
+    Qwen2.5-3B, untied head) and SAM2 Hiera-L."""
+    from accelerate import init_empty_weights
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, Sam2VideoConfig, Sam2VideoModel
+
+    vlm_config = InternVLConfig(
+        vision_config=dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                           image_size=448, patch_size=14, norm_type="layer_norm", use_mean_pooling=True),
+        text_config=dict(model_type="qwen2", hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
+                         num_attention_heads=16, num_key_value_heads=2, vocab_size=151674,
+                         tie_word_embeddings=False),
+        tie_word_embeddings=False)
+    sam2_config = Sam2VideoConfig(vision_config=dict(
+        model_type="sam2_vision_model",
+        backbone_config=dict(model_type="sam2_hiera_det_model", hidden_size=144, num_attention_heads=2,
+                             blocks_per_stage=[2, 6, 36, 4], embed_dim_per_stage=[144, 288, 576, 1152],
+                             num_attention_heads_per_stage=[2, 4, 8, 16], window_size_per_stage=[8, 4, 16, 8],
+                             global_attention_blocks=[23, 33, 43], image_size=[1024, 1024],
+                             window_positional_embedding_background_size=[7, 7]),
+        backbone_channel_list=[1152, 576, 288, 144]))
+    with init_empty_weights():
+        vlm = InternVLForConditionalGeneration(vlm_config)
+        sam2 = Sam2VideoModel(sam2_config)
+    text = vlm.model.language_model
+    linear = sum(m.weight.numel() for m in text.modules() if m.__class__.__name__ == "Linear")
+    return {
+        "llm_linear": linear,  # quantized in 4-bit
+        "llm_other": sum(p.numel() for p in text.parameters()) - linear,  # embeddings, norms, biases
+        "lm_head": vlm.lm_head.weight.numel(),
+        "vision": sum(p.numel() for p in vlm.model.vision_tower.parameters())
+        + sum(p.numel() for p in vlm.model.multi_modal_projector.parameters()),
+        "sam2": sum(p.numel() for p in sam2.parameters()),
+        "projector": 2048 * 2048 + 2048 * 256,
+    }
+
+
+def analytic_vram(counts: dict[str, int]) -> dict[str, float]:
+    """GB of GPU memory, computed: weights + activation/KV allowance (13-tile image, 3.4k-token prompt)."""
+    bf16 = 2
+    nf4 = 0.5 + 0.5 / 64 + 4 / (64 * 256)  # 4-bit values, double-quantized absmax per 64 weights
+    kv_cache = 2 * 36 * 2 * 128 * bf16 * 3500  # K and V, 36 layers, 2 KV heads of 128, 3.5k tokens
+    activations = 1.0 * GB  # ViT on 13 tiles, SAM2 Hiera-L at 1024 px (SDPA), LLM prefill: each < 1 GB
+    context = 0.5 * GB  # CUDA context and allocator slack
+    rest = (counts["llm_other"] + counts["lm_head"] + counts["vision"] + counts["sam2"] + counts["projector"]) * bf16
+    weights_bf16 = counts["llm_linear"] * bf16 + rest
+    weights_4bit = counts["llm_linear"] * nf4 + rest
+    overhead = kv_cache + activations + context
+    return {"weights_bf16": weights_bf16 / GB, "peak_bf16": (weights_bf16 + overhead) / GB,
+            "weights_llm_4bit": weights_4bit / GB, "peak_llm_4bit": (weights_4bit + overhead) / GB}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", nargs="?", type=Path, default=DEFAULT_SOURCE)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        dst = Path(tmp) / "native"
+        weights = sum(p.stat().st_size for p in args.source.glob("*.safetensors"))
+        print(f"source weights: {weights / 2**20:.1f} MiB ({args.source})")
+        for mode in ("convert", "bfloat16", "float32"):
+            r = measure(mode, args.source, dst)
+            print(f"{mode:>9}: peak RSS +{r['delta_mb']:.1f} MiB over {r['base_mb']:.0f} MiB after imports "
+                  f"({r['delta_mb'] * 2**20 / weights:.2f} x the weight bytes)")
+    counts = param_counts()
+    print("Sa2VA-4B-class parameters (M):", json.dumps({k: round(v / 1e6, 1) for k, v in counts.items()}))
+    print("ANALYTIC, NOT MEASURED (GB):", json.dumps({k: round(v, 2) for k, v in analytic_vram(counts).items()}))
+
+
+if __name__ == "__main__":
+    main()

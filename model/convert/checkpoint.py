@@ -1,0 +1,154 @@
+"""Write an official Sa2VA checkpoint folder as a native SegChat checkpoint, streaming tensor by tensor.
+
+The output folder holds `config.json` (a `SegChatConfig`), safetensors shards with an index, the tokenizer files
+(with `auto_map` removed, so nothing points at remote code) and the Qwen image-processor config. It loads with
+`SegChatModel.from_pretrained` / `SegChat.from_pretrained` without any conversion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from model.config import SegChatConfig
+from model.convert.sa2va import (IMG_CONTEXT, convert_config, convert_state_dict, detect_flavour,
+                                 find_added_token_id, iter_tensors, read_shapes)
+
+# Bump when the converted layout changes: stale cache entries are then ignored.
+CONVERTER_VERSION = 1
+DEFAULT_SHARD_BYTES = 2 * 1024**3
+# Files copied beside the weights; any `auto_map` in the JSON ones is dropped.
+SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "added_tokens.json",
+              "special_tokens_map.json", "tokenizer.model", "chat_template.jinja", "chat_template.json",
+              "preprocessor_config.json")
+
+
+def native_config(src: Path) -> tuple[SegChatConfig, dict]:
+    """The SegChatConfig of a Sa2VA folder (from its config.json, tensor shapes and tokenizer files), and
+    `convert_config`'s output that `convert_state_dict` reads."""
+    config = json.loads((src / "config.json").read_text())
+    flavour = detect_flavour(config)
+    image_token_id = find_added_token_id(src, IMG_CONTEXT) if flavour == "internvl" else None
+    converted = convert_config(config, read_shapes(src), image_token_id=image_token_id)
+    native = SegChatConfig(family=converted["family"], vlm_config=converted["vlm_config"],
+                           sam2_config=converted["sam2_config"], template=converted["template"],
+                           seg_hidden_state=converted["seg_hidden_state"],
+                           sam2_pixel_mode=converted["sam2_pixel_mode"])
+    if native.text_hidden_size != converted["projector_hidden"] or native.prompt_dim != converted["projector_out"]:
+        raise ValueError("the [SEG] projector's shapes do not match the language model and SAM2 widths")
+    return native, converted
+
+
+def write_shards(items: Iterable[tuple[str, torch.Tensor]], dst: Path, shard_bytes: int = DEFAULT_SHARD_BYTES) -> dict:
+    """Save (key, tensor) pairs into `model-XXXXX.safetensors` shards of about `shard_bytes`, holding at most one
+    shard in memory; writes `model.safetensors.index.json` and returns its weight map."""
+    weight_map: dict[str, str] = {}
+    shard: dict[str, torch.Tensor] = {}
+    pointers: set[int] = set()
+    names: list[str] = []
+    size = total = 0
+
+    def flush() -> None:
+        nonlocal shard, size
+        name = f"model-{len(names) + 1:05d}.safetensors"
+        save_file(shard, dst / name, metadata={"format": "pt"})
+        names.append(name)
+        weight_map.update(dict.fromkeys(shard, name))
+        shard, size = {}, 0
+        pointers.clear()
+
+    for key, tensor in items:
+        tensor = tensor.contiguous()
+        # safetensors refuses tensors sharing memory (split views, a tied head): give those their own storage
+        if tensor.untyped_storage().nbytes() != tensor.nbytes or tensor.data_ptr() in pointers:
+            tensor = tensor.clone()
+        if shard and size + tensor.nbytes > shard_bytes:
+            flush()
+        shard[key] = tensor
+        pointers.add(tensor.data_ptr())
+        size += tensor.nbytes
+        total += tensor.nbytes
+    if shard:
+        flush()
+    # rename to the usual "-of-N" names now that N is known
+    final = {name: f"model-{i + 1:05d}-of-{len(names):05d}.safetensors" for i, name in enumerate(names)}
+    for old, new in final.items():
+        os.replace(dst / old, dst / new)
+    weight_map = {k: final[v] for k, v in weight_map.items()}
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (dst / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True))
+    return weight_map
+
+
+def copy_side_files(src: Path, dst: Path) -> None:
+    """Tokenizer and image-processor files, minus `auto_map` (the converted folder never refers to code)."""
+    for name in SIDE_FILES:
+        path = src / name
+        if not path.is_file():
+            continue
+        if path.suffix == ".json":
+            data = json.loads(path.read_text())
+            if isinstance(data, dict):
+                data.pop("auto_map", None)
+            (dst / name).write_text(json.dumps(data, indent=2, ensure_ascii=False))
+        else:
+            shutil.copyfile(path, dst / name)
+
+
+def convert_checkpoint(src: str | Path, dst: str | Path, shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
+    """Convert the Sa2VA folder `src` into a native SegChat folder `dst` (created; must not hold a checkpoint)."""
+    src, dst = Path(src), Path(dst)
+    if (dst / "config.json").exists():
+        raise FileExistsError(f"{dst} already holds a checkpoint")
+    dst.mkdir(parents=True, exist_ok=True)
+    config, converted = native_config(src)
+    items = convert_state_dict(iter_tensors(src), config.family, converted)
+    write_shards(items, dst, shard_bytes)
+    copy_side_files(src, dst)
+    config.save_pretrained(dst)  # last: a folder with config.json is complete
+    return dst
+
+
+def source_fingerprint(src: Path) -> str:
+    """Identifies a source folder's content cheaply: its resolved path and its files' sizes and mtimes."""
+    src = src.resolve()
+    digest = hashlib.sha256(f"v{CONVERTER_VERSION}\0{src}".encode())
+    for path in sorted(p for p in src.iterdir() if p.is_file()):
+        stat = path.stat()  # follows hub-cache symlinks to the blobs
+        digest.update(f"\0{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:32]
+
+
+def cache_root() -> Path:
+    env = os.environ.get("SEGCHAT_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "segchat" / "converted"
+
+
+def cached_conversion(src: Path, root: Path | None = None) -> Path:
+    """The native copy of a Sa2VA folder, converted once into the cache (concurrent callers are safe: each
+    converts into a private folder and the first to finish publishes it)."""
+    root = root or cache_root()
+    target = root / source_fingerprint(src)
+    if (target / "config.json").exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=root))
+    try:
+        convert_checkpoint(src, work)
+        try:
+            os.rename(work, target)
+        except OSError:  # another process published it first
+            if not (target / "config.json").exists():
+                raise
+    finally:
+        if work.exists():
+            shutil.rmtree(work)
+    return target

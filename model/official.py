@@ -1,0 +1,141 @@
+"""Sa2VA's official `predict_forward(image, video, text, past_text)` on a loaded SegChat, output-identical.
+
+Unlike `Conversation.ask`, `text` and `past_text` are trusted markup, tokenized as the official code does
+(special tokens are parsed), and there is no system prompt. Per flavour, as in the official code:
+
+- InternVL: `<image>` in `text` becomes the media block (`<img>` + `<IMG_CONTEXT>` * 256 per tile `</img>`, frames
+  joined by a newline); the prompt is `past_text` + one templated user turn. The [SEG] states are read from the
+  generated tokens only.
+- Qwen-VL: `<image>` is removed; image and video calls ignore `past_text` and put the media before the text in one
+  user turn; the text-only branch sends `past_text + text` as one user message. The official code scans the whole
+  sequence (prompt included) for [SEG], so a [SEG] in the prompt of an image/video call also yields a mask.
+
+Text-only calls (no image, no video, no `<image>` in `past_text`) return no masks. A [SEG] that ends the answer
+(generation cut off at `max_new_tokens`) gets no mask, as in the official code. Video: the first 5 frames go to
+the LLM and are language-prompted in SAM2; later frames are tracked by memory ("sa2va" propagation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image
+
+from model.errors import InputError
+from model.segment import binary_masks
+from model.video import VideoOptions, load_video
+
+if TYPE_CHECKING:
+    from model.segchat import SegChat
+
+MAX_NEW_TOKENS = 2048
+LLM_FRAMES = 5
+IMAGE_TAG = "<image>"
+
+
+@dataclass
+class OfficialOutput:
+    prediction: str
+    prompt_ids: list[int]
+    generated_ids: list[int]
+    masks: list[np.ndarray] = field(default_factory=list)  # per [SEG]: bool [frames, H, W]
+    seg_states: torch.Tensor | None = None  # [N, hidden] before the projector
+    low_res_logits: np.ndarray | None = None  # [N, frames, h, w], SAM2's selected mask logits
+
+    def as_dict(self) -> dict:
+        return {"prediction": self.prediction, "prediction_masks": self.masks}
+
+
+def official_prompt(chat: "SegChat", text: str, past_text: str, runs: list[list[int]] | None) -> str:
+    """The prompt string the official code tokenizes; `runs` are the media's image-token runs (None: text only)."""
+    prompts = chat.prompts
+    layout, template = prompts.layout, prompts.template
+    media = ""
+    if runs:
+        token = chat.tokenizer.convert_ids_to_tokens(runs[0][0])
+        media = layout.frame_separator.join(layout.block.replace("{media}", token * len(run)) for run in runs)
+
+    def turn(content: str) -> str:
+        return template.user.replace("{content}", content) + template.assistant
+
+    if chat.model.config.family == "internvl":
+        if runs and IMAGE_TAG in text and past_text:
+            raise InputError("With `<image>` in the text, past_text must be empty (as in the official code).")
+        return past_text + turn(text.replace(IMAGE_TAG, media))
+    text = text.replace(IMAGE_TAG, "")
+    if runs is None:
+        return turn(past_text + text)
+    return turn(layout.content.replace("{media}", media).replace("{text}", text))
+
+
+def _generate(chat: "SegChat", prompt_ids: list[int], vision, seg_from_prompt: bool):
+    """Greedy official generation: (new ids, [SEG] states or None)."""
+    tokenizer = chat.tokenizer
+    vlm = chat.model.vlm
+    input_ids = torch.tensor([prompt_ids], device=chat.device)
+    stops = sorted({*chat.prompts.stop_ids, tokenizer.eos_token_id} - {None})
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.no_grad(), chat.family.seg_capture(vlm, chat.seg_token_id, skip_first=not seg_from_prompt) as capture:
+        out = vlm.generate(**chat._forward_inputs(input_ids, vision), do_sample=False,
+                           max_new_tokens=MAX_NEW_TOKENS, eos_token_id=stops, pad_token_id=pad)
+    return out[0, len(prompt_ids):].tolist(), capture.stacked()
+
+
+def run(chat: "SegChat", image: Image.Image | None = None, video: list[Image.Image] | None = None,
+        text: str = "", past_text: str = "") -> OfficialOutput:
+    """One official `predict_forward` call, with the intermediate results parity checks need."""
+    if image is not None and video is not None:
+        raise InputError("Pass either an image or a video, not both.")
+    past_text = past_text or ""
+    text_only = image is None and video is None and IMAGE_TAG not in past_text
+    if image is None and video is None and not text_only:
+        raise InputError("past_text holds `<image>` but no image or video was given.")
+    vision, media = None, None
+    if video is not None:
+        options = VideoOptions(propagation="sa2va", llm_frames=LLM_FRAMES, frame_sampling="first")
+        media = load_video(list(video), options, chat.limits.video, chat.limits.media,
+                           lambda images: chat.family.encode_images(images, as_video=True))
+        vision = media.vision
+    elif image is not None:
+        image = image if image.mode == "RGB" else image.convert("RGB")
+        vision = chat.family.encode_images([image])
+    prompt = official_prompt(chat, text, past_text, vision.runs if vision else None)
+    prompt_ids = chat.tokenizer.encode(prompt)
+    with chat._lock:
+        new_ids, states = _generate(chat, prompt_ids, vision, chat.model.config.family != "internvl")
+        output = OfficialOutput(chat.tokenizer.decode(new_ids, skip_special_tokens=False).strip(), prompt_ids,
+                                new_ids, seg_states=states)
+        if text_only or states is None:
+            return output
+        projector = chat.model.projector
+        with torch.no_grad():
+            prompts = projector(states.to(device=projector[0].weight.device, dtype=projector[0].weight.dtype))
+        if media is not None:
+            _video_masks(chat, media, prompts, output)
+        else:
+            _image_masks(chat, image, prompts, output)
+    return output
+
+
+def _image_masks(chat: "SegChat", image: Image.Image, prompts: torch.Tensor, output: OfficialOutput) -> None:
+    decoder = chat.mask_decoder
+    with torch.no_grad():
+        features = decoder.encode(image)
+        decoded = decoder.decode(features, prompts)
+        logits = decoder.logits_at(decoded.low_res_logits, features.original_size)
+    output.masks = [mask[None] for mask in binary_masks(logits)]
+    output.low_res_logits = decoded.low_res_logits[:, None].cpu().numpy()
+
+
+def _video_masks(chat: "SegChat", media, prompts: torch.Tensor, output: OfficialOutput) -> None:
+    low_res: dict[int, np.ndarray] = {}
+
+    def keep(t: int, out) -> None:
+        low_res[t] = out.pred_masks[:, 0].float().cpu().numpy()
+
+    result = chat.video_segmenter.segment(media.clip, prompts, {}, "sa2va", on_frame=keep)
+    output.masks = [np.asarray(mask) for mask in result.masks]
+    output.low_res_logits = np.stack([low_res[t] for t in sorted(low_res)], axis=1)
