@@ -1,0 +1,97 @@
+"""SegChat web app: `python app.py` serves the chat on http://127.0.0.1:7860 (see README, "Chat app")."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+
+DEFAULT_MODEL = "ByteDance/Sa2VA-Qwen3-VL-4B"
+# Below this much GPU memory the default model does not fit in bf16 next to its activations: load it in 4 bits.
+FULL_PRECISION_MIN_GIB = 14
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from "200", "200MB", "1.5GiB", "500kb" (a bare number is MiB)."""
+    found = _SIZE.match(text)
+    if not found:
+        raise argparse.ArgumentTypeError(f"not a file size: {text!r} (use e.g. 200MB or 1GB)")
+    unit = (found.group(2) or "m")[0].lower()
+    return int(float(found.group(1)) * {"k": 2**10, "m": 2**20, "g": 2**30}[unit])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="SegChat: chat with a model that answers with segmentation masks.")
+    parser.add_argument("--model", default=os.environ.get("SEGCHAT_MODEL", DEFAULT_MODEL),
+                        help=f"Hugging Face hub id or local checkpoint folder (default: {DEFAULT_MODEL})")
+    parser.add_argument("--demo", action="store_true",
+                        help="serve the tiny demo model trained on synthetic shapes (built on first use)")
+    parser.add_argument("--quantization", choices=["none", "4bit", "8bit"], default=None,
+                        help="quantize the language model (default: 4bit when the GPU has less than "
+                             f"{FULL_PRECISION_MIN_GIB} GiB, else none)")
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: cuda when available)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
+    parser.add_argument("--max-file-size", type=parse_size, default=parse_size("100MB"),
+                        help="largest upload accepted (default 100MB)")
+    return parser.parse_args(argv)
+
+
+def choose_quantization(requested: str | None, device: str | None) -> str | None:
+    """The user's choice, else 4-bit on a GPU too small for the default model in bf16."""
+    if requested is not None:
+        return None if requested == "none" else requested
+    import torch
+
+    if device not in (None, "cuda") and not str(device).startswith("cuda"):
+        return None
+    if not torch.cuda.is_available():
+        return None
+    index = torch.device(device or "cuda").index or 0
+    total_gib = torch.cuda.get_device_properties(index).total_memory / 2**30
+    return "4bit" if total_gib < FULL_PRECISION_MIN_GIB else None
+
+
+def _demo_checkpoint() -> str:
+    try:
+        from model.demo import demo_checkpoint
+    except ImportError as err:
+        raise SystemExit(f"The demo model is not available in this version ({err}). "
+                         "Run without --demo, or pass --model with a checkpoint.") from None
+    return str(demo_checkpoint(progress=True))
+
+
+def load_chat(args: argparse.Namespace):
+    """Load the model, or exit with a message saying what to do (never a traceback)."""
+    from model.loading import CheckpointError
+    from model.segchat import SegChat
+
+    source = _demo_checkpoint() if args.demo else args.model
+    quantization = choose_quantization(args.quantization, args.device)
+    print(f"Loading {source} (quantization: {quantization or 'none'})...", file=sys.stderr)
+    try:
+        return SegChat.from_pretrained(source, device=args.device, quantization=quantization)
+    except CheckpointError as err:
+        raise SystemExit(f"Could not load the model: {err}") from None
+    except (OSError, ValueError, RuntimeError) as err:
+        raise SystemExit(
+            f"Could not load the model {source!r} ({type(err).__name__}: {err}).\n"
+            "Pass --model with a local checkpoint folder or a SegChat/Sa2VA hub id, check --device, or try "
+            "--quantization 4bit when GPU memory is short.") from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    chat = load_chat(args)
+    from chat.settings import AppSettings
+    from chat.ui import build_demo, launch
+
+    settings = AppSettings(max_file_bytes=args.max_file_size)
+    launch(build_demo(chat, settings), host=args.host, port=args.port, share=args.share, settings=settings)
+
+
+if __name__ == "__main__":
+    main()

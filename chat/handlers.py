@@ -1,0 +1,279 @@
+"""What the chat does, as plain functions over a `Session`; the Gradio callbacks in `chat/ui.py` only adapt them.
+
+Every problem a person can cause (bad file, too long a text, a click before any answer) ends as a message in the
+chat or an `InputError`/`MediaError`; the session stays usable.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from chat.refine import interior_point, refine_mask
+from chat.render import colored_answer_html, legend_html, palette
+from chat.session import Media, Result, Session, Turn
+from chat.settings import AppSettings
+from chat.views import Progress, write_canvas, write_result_files
+from model.errors import InputError, MediaError
+from model.media import load_image
+from model.segchat import Reply
+from model.video_io import probe_video, read_frames
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpeg", ".mpg", ".ogv"}
+Message = dict  # {"role": "user" | "assistant", "content": str | {"path": str}}
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    propagation: str = "sa2va"  # "sa2va" | "memory"
+    llm_frames: int = 5
+    frame_sampling: str = "first"  # "first" | "uniform"
+
+
+@dataclass
+class CanvasView:
+    image: Path | None
+    video: Path | None
+    legend: str
+    objects: list[tuple[str, int]]  # (label shown, object index)
+    visible: list[int]
+
+
+def object_names(labels: Sequence[str | None]) -> list[str]:
+    return [f"{i + 1}. {label or f'object {i + 1}'}" for i, label in enumerate(labels)]
+
+
+def _user_text(text: str) -> str:
+    # The chat renders Markdown/HTML; a person's text is shown literally.
+    return html.escape(text)
+
+
+def _answer_html(turn: Turn) -> str:
+    labels = turn.result.labels if turn.result else []
+    answer = colored_answer_html(turn.answer, labels, palette(len(labels)))
+    if turn.stopped:
+        answer += " <em>(stopped)</em>"
+    return answer
+
+
+def messages(session: Session) -> list[Message]:
+    """The whole chat as Gradio message dicts, rebuilt from the session (so undo/retry stay consistent)."""
+    out: list[Message] = []
+    for turn in session.turns:
+        out.append({"role": "user", "content": _user_text(turn.text)})
+        if turn.upload is not None:
+            out.append({"role": "user", "content": {"path": str(turn.upload)}})
+        if turn.answer or turn.stopped:
+            out.append({"role": "assistant", "content": _answer_html(turn)})
+        elif turn.error is None and turn.result is None:
+            out.append({"role": "assistant", "content": "…"})
+        if turn.result is not None and turn.result.overlay is not None:
+            out.append({"role": "assistant", "content": {"path": str(turn.result.overlay)}})
+        for note in turn.warnings:
+            out.append({"role": "assistant", "content": f"ℹ️ {html.escape(note)}"})
+        if turn.error is not None:
+            out.append({"role": "assistant", "content": f"⚠️ {html.escape(turn.error)}"})
+    return out
+
+
+def _first_upload(files: Sequence[str | Path] | None) -> Path | None:
+    if not files:
+        return None
+    if len(files) > 1:
+        raise MediaError("Please send one image or video at a time.")
+    return Path(files[0])
+
+
+def _check_upload_size(path: Path, settings: AppSettings) -> None:
+    if path.is_file() and path.stat().st_size > settings.max_file_bytes:
+        raise MediaError(f"The file is {path.stat().st_size / 2**20:.1f} MiB; the limit is "
+                         f"{settings.max_file_bytes / 2**20:.0f} MiB.")
+
+
+def _open_media(session: Session, path: Path, settings: AppSettings) -> tuple[Media, dict]:
+    """Validate an upload and return it with the `ask_stream` arguments that send it to the model."""
+    _check_upload_size(path, settings)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        info = probe_video(path, settings.video)
+        first = read_frames(path, [0], limits=settings.video)[0]
+        return Media("video", path.name, first, path, info.fps), {"video": str(path)}
+    picture = load_image(path, session.chat.limits.media)
+    return Media("image", path.name, np.asarray(picture)), {"image": picture}
+
+
+def _result(media: Media, reply: Reply) -> Result | None:
+    if not reply.segments:
+        return None
+    masks = [s.mask for s in reply.segments]
+    return Result(media, [s.label for s in reply.segments], masks, [s.score for s in reply.segments],
+                  visible=[True] * len(masks), model_masks=list(masks))
+
+
+def ask(session: Session, text: str, files: Sequence[str | Path] | None = None,
+        settings: AppSettings = AppSettings(), video: VideoOptions = VideoOptions(),
+        progress: Progress | None = None) -> Iterator[list[Message]]:
+    """One turn: yields the chat after every streamed piece of the answer; the session holds the outcome.
+
+    A new upload replaces the media under discussion; without one the question is about the current media.
+    """
+    turn: Turn | None = None
+    try:
+        upload = _first_upload(files)
+        turn = session.begin(text or "", upload)
+        yield messages(session)
+        media, media_args = session.media, {}
+        if upload is not None:
+            media, media_args = _open_media(session, upload, settings)
+        if media is not None and media.kind == "video":
+            media_args["propagation"] = video.propagation  # the only option a follow-up may change
+            if upload is not None:
+                media_args.update(llm_frames=video.llm_frames, frame_sampling=video.frame_sampling,
+                                  max_frames=settings.video_max_frames)
+        reply = yield from _stream_answer(session, turn, text, media_args)
+        if reply is not None:  # None: stopped, and the conversation is left as it was
+            session.media = media
+            turn.warnings = list(reply.warnings)
+            turn.result = _result(media, reply) if media is not None else None
+            if turn.result is not None:
+                write_result_files(session, turn.result, settings.video, progress)
+    except (MediaError, InputError) as err:
+        if turn is None:
+            turn = session.begin(text or "", None)
+        turn.error = str(err)
+    except Exception:
+        log.exception("ask failed")
+        if turn is None:
+            turn = session.begin(text or "", None)
+        turn.error = "Something went wrong while answering. Please try again or rephrase the question."
+    yield messages(session)
+
+
+def _stream_answer(session: Session, turn: Turn, text: str, media_args: dict):
+    """Stream the answer into `turn`; returns the Reply, or None when the person pressed stop."""
+    stream = session.conversation.ask_stream(text, **media_args)
+    try:
+        for item in stream:
+            if isinstance(item, Reply):
+                turn.answer = item.text
+                return item
+            turn.answer = item
+            if session.stop_requested.is_set():
+                turn.stopped = True
+                return None
+            yield messages(session)
+    finally:
+        stream.close()  # ends generation and frees the model when stopped early
+    raise RuntimeError("the answer stream ended without a reply")
+
+
+def stop(session: Session) -> None:
+    session.stop_requested.set()
+
+
+def undo(session: Session) -> list[Message]:
+    session.pop_turn()
+    return messages(session)
+
+
+def retry(session: Session, settings: AppSettings = AppSettings(), video: VideoOptions = VideoOptions(),
+          progress: Progress | None = None) -> Iterator[list[Message]]:
+    """Ask the last question again (with its upload, if it had one) from the state before it."""
+    turn = session.pop_turn()
+    if turn is None:
+        yield messages(session)
+        return
+    yield from ask(session, turn.text, [turn.upload] if turn.upload else None, settings, video, progress)
+
+
+def clear(session: Session) -> list[Message]:
+    session.clear()
+    return messages(session)
+
+
+def canvas(session: Session) -> CanvasView:
+    """The last result for the canvas beside the chat: visible objects drawn, legend, object list."""
+    result = session.last_result
+    if result is None:
+        return CanvasView(None, None, "", [], [])
+    names = object_names(result.labels)
+    video = result.overlay if result.media.kind == "video" else None
+    return CanvasView(write_canvas(session, result), video, legend_html(names, palette(len(names))),
+                      [(name, i) for i, name in enumerate(names)],
+                      [i for i, on in enumerate(result.visible) if on])
+
+
+def set_visible(session: Session, indices: Sequence[int]) -> CanvasView:
+    result = _require_result(session)
+    wanted = {int(i) for i in indices}
+    result.visible = [i in wanted for i in range(len(result.masks))]
+    return canvas(session)
+
+
+def _require_result(session: Session) -> Result:
+    result = session.last_result
+    if result is None:
+        raise InputError("There is no segmentation yet: ask a question about an image first.")
+    return result
+
+
+def _object_index(result: Result, index: int | float | None) -> int:
+    if index is None:
+        return 0
+    i = int(index)
+    if not 0 <= i < len(result.masks):
+        raise InputError(f"There is no object {i + 1}; the last answer has {len(result.masks)}.")
+    return i
+
+
+def refine(session: Session, index: int | float | None, x: float, y: float, include: bool = True,
+           settings: AppSettings = AppSettings()) -> Result:
+    """Add a click on the last result's image and re-decode object `index` from all its clicks so far."""
+    result = _require_result(session)
+    if result.media.kind != "image" or result.media is not session.media:
+        raise InputError("Clicks refine the masks of the current image; video masks cannot be refined here.")
+    i = _object_index(result, index)
+    height, width = result.media.frame.shape[:2]
+    if not (0 <= x < width and 0 <= y < height):
+        raise InputError(f"The click ({x:.0f}, {y:.0f}) is outside the {width}×{height} image.")
+    clicks = result.clicks.setdefault(i, [])
+    clicks.append((float(x), float(y), 1 if include else 0))
+    try:
+        seed = interior_point(np.asarray(result.model_masks[i]))
+        result.masks[i] = refine_mask(session.chat, _image_features(session), clicks, seed)
+    except InputError:
+        clicks.pop()
+        raise
+    result.visible[i] = True
+    write_result_files(session, result, settings.video)
+    return result
+
+
+def _image_features(session: Session):
+    """SAM2 embeddings of the current image, as cached by the conversation (encoded once if not yet there)."""
+    media = session.conversation.media
+    if 0 not in media.sam_features:
+        media.sam_features[0] = session.chat.mask_decoder.encode(media.images[0])
+    return media.sam_features[0]
+
+
+def reset_refinement(session: Session, index: int | float | None,
+                     settings: AppSettings = AppSettings()) -> Result:
+    """Forget the clicks on object `index` and restore the model's mask."""
+    result = _require_result(session)
+    i = _object_index(result, index)
+    result.clicks.pop(i, None)
+    result.masks[i] = result.model_masks[i]
+    write_result_files(session, result, settings.video)
+    return result
+
+
+def downloads(session: Session) -> list[Path]:
+    """Per-object PNG masks (zip), COCO RLE JSON and the overlay of the last result."""
+    return list(_require_result(session).downloads)

@@ -1,0 +1,124 @@
+"""Per-user chat state: the model conversation, the media being discussed, the turns shown and their results.
+
+One `Session` lives in one `gr.State`; nothing here is shared between users except the read-only model.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from model.segchat import Conversation, SegChat
+
+
+@dataclass
+class Media:
+    """What the conversation is about: an image (H×W×3 uint8) or a video file (with its first frame)."""
+
+    kind: str  # "image" | "video"
+    name: str
+    frame: np.ndarray  # the image, or the video's first frame
+    video_path: Path | None = None
+    fps: float = 0.0
+
+
+@dataclass
+class Result:
+    """The objects of one answer, rendered and exported."""
+
+    media: Media
+    labels: list[str | None]
+    masks: list[np.ndarray]  # H×W for an image, T×H×W for a video
+    scores: list[float]
+    overlay: Path | None = None  # overlay PNG (image) or H.264 mp4 (video)
+    downloads: list[Path] = field(default_factory=list)
+    visible: list[bool] = field(default_factory=list)
+    model_masks: list[np.ndarray] = field(default_factory=list)  # as answered, before any click refinement
+    clicks: dict[int, list[tuple[float, float, int]]] = field(default_factory=dict)  # object → (x, y, 1 in/0 out)
+
+
+@dataclass
+class Turn:
+    """One question and its answer as shown in the chat."""
+
+    text: str
+    upload: Path | None  # the file sent with this question, if any
+    answer: str = ""
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    result: Result | None = None
+    stopped: bool = False
+    # The conversation and media before this turn, so undo/retry can go back to them.
+    conversation_before: Conversation | None = None
+    media_before: Media | None = None
+
+
+class Session:
+    """All state of one browser tab (or one API client)."""
+
+    def __init__(self, chat: SegChat, root: Path | None = None):
+        self.chat = chat
+        self.conversation: Conversation = chat.new_conversation()
+        self.media: Media | None = None
+        self.turns: list[Turn] = []
+        self.workdir = Path(tempfile.mkdtemp(prefix="segchat-", dir=root))
+        self.stop_requested = threading.Event()
+        self._files = 0
+
+    def snapshot(self) -> Conversation:
+        """A cheap copy of the conversation: `ask` replaces its attributes rather than mutating them."""
+        return copy.copy(self.conversation)
+
+    def begin(self, text: str, upload: Path | None) -> Turn:
+        turn = Turn(text, upload, conversation_before=self.snapshot(), media_before=self.media)
+        self.turns.append(turn)
+        self.stop_requested.clear()
+        return turn
+
+    def pop_turn(self) -> Turn | None:
+        """Remove the last turn and return the model conversation and media to what they were before it."""
+        if not self.turns:
+            return None
+        turn = self.turns.pop()
+        if turn.conversation_before is not None:
+            self.conversation = turn.conversation_before
+        self.media = turn.media_before
+        return turn
+
+    @property
+    def last_result(self) -> Result | None:
+        for turn in reversed(self.turns):
+            if turn.result is not None:
+                return turn.result
+        return None
+
+    def new_file(self, name: str) -> Path:
+        """A fresh path in this session's folder (names never repeat, so browsers never show stale files)."""
+        self._files += 1
+        return self.workdir / f"segchat_{self._files:03d}_{name}"
+
+    def clear(self) -> None:
+        self.conversation = self.chat.new_conversation()
+        self.media = None
+        self.turns = []
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        """Free everything (called when Gradio drops the state: tab closed or time-to-live reached)."""
+        self.stop_requested.set()
+        self.turns = []
+        self.media = None
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def close_session(session: Session | None) -> None:
+    """`gr.State` delete callback."""
+    if session is not None:
+        session.close()

@@ -1,0 +1,196 @@
+"""The Gradio app: layout and thin callbacks over `chat.handlers`.
+
+Public API endpoints (for `gradio_client`): `/ask`, `/refine`, `/download`. Every other event is private.
+Per-user data lives only in the `gr.State` holding a `Session`; the model is shared read-only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import gradio as gr
+
+from chat import handlers
+from chat.gpu import gpu
+from chat.handlers import VideoOptions
+from chat.session import Session, close_session
+from chat.settings import MIB, AppSettings
+from model.errors import InputError, MediaError
+from model.segchat import SegChat
+
+MODEL_WORK = "model"  # concurrency group of every event that runs the model
+
+CSS = """
+#canvas img { cursor: crosshair; }
+#limits { font-size: 0.85em; opacity: 0.8; }
+"""
+
+
+def limits_text(chat: SegChat, settings: AppSettings) -> str:
+    image = chat.limits.media
+    video = settings.video
+    return (f"Images up to {min(image.max_file_bytes, settings.max_file_bytes) / MIB:.0f} MiB and "
+            f"{image.max_pixels / 1e6:.0f} megapixels; videos up to "
+            f"{min(video.max_file_bytes, settings.max_file_bytes) / MIB:.0f} MiB and {video.max_duration_s:.0f} s. "
+            "One file per message; follow-up questions are about the last file sent.")
+
+
+def _progress_callback(progress: gr.Progress) -> handlers.Progress:
+    return lambda fraction, text: progress(fraction, desc=text)
+
+
+def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str = "SegChat") -> gr.Blocks:
+    """The whole app for one loaded model; call `launch(demo, ...)` to serve it."""
+
+    def session_of(state: Session | None) -> Session:
+        return state if state is not None else Session(chat)
+
+    def canvas_outputs(session: Session) -> tuple:
+        view = handlers.canvas(session)
+        files = [str(p) for p in session.last_result.downloads] if session.last_result else None
+        first = view.objects[0][1] if view.objects else None
+        return (view.image, gr.Video(value=view.video, visible=view.video is not None), view.legend,
+                gr.CheckboxGroup(choices=view.objects, value=view.visible),
+                gr.Radio(choices=view.objects, value=first), files)
+
+    skip_canvas = tuple(gr.skip() for _ in range(6))
+
+    def run_turn(session: Session, turns: Iterator[list]) -> Iterator[tuple]:
+        busy = gr.MultimodalTextbox(value=None, interactive=False)
+        for chat_messages in turns:
+            yield (chat_messages, busy, *skip_canvas, session)
+        yield (handlers.messages(session), gr.MultimodalTextbox(value=None, interactive=True),
+               *canvas_outputs(session), session)
+
+    @gpu()
+    def ask(message: dict | None, state: Session | None, propagation: str, llm_frames: float, sampling: str,
+            progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Iterator[tuple]:
+        session = session_of(state)
+        message = message or {}
+        options = VideoOptions(propagation, int(llm_frames), sampling)
+        yield from run_turn(session, handlers.ask(session, message.get("text", ""), message.get("files"),
+                                                  settings, options, _progress_callback(progress)))
+
+    @gpu()
+    def retry(state: Session | None, propagation: str, llm_frames: float, sampling: str,
+              progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Iterator[tuple]:
+        session = session_of(state)
+        options = VideoOptions(propagation, int(llm_frames), sampling)
+        yield from run_turn(session, handlers.retry(session, settings, options, _progress_callback(progress)))
+
+    def stop(state: Session | None) -> None:
+        if state is not None:
+            handlers.stop(state)
+
+    def rewind(action: Callable[[Session], list]) -> Callable:
+        def callback(state: Session | None) -> tuple:
+            session = session_of(state)
+            return (action(session), *canvas_outputs(session), session)
+        return callback
+
+    def click_point(evt: gr.SelectData) -> tuple[float, float]:
+        return float(evt.index[0]), float(evt.index[1])
+
+    def person_errors(fn: Callable) -> Callable:
+        """Problems a person caused become a toast (and an error for API clients), not a server error."""
+        def wrapped(*args):
+            try:
+                return fn(*args)
+            except (InputError, MediaError) as err:
+                raise gr.Error(str(err)) from None
+        return wrapped
+
+    @gpu(duration=30)
+    @person_errors
+    def refine(state: Session | None, index: float | None, x: float, y: float, kind: str) -> tuple:
+        session = session_of(state)
+        handlers.refine(session, index, x, y, include=kind != "exclude", settings=settings)
+        return canvas_outputs(session)[0], [str(p) for p in handlers.downloads(session)], session
+
+    @person_errors
+    def reset(state: Session | None, index: float | None) -> tuple:
+        session = session_of(state)
+        handlers.reset_refinement(session, index, settings)
+        return canvas_outputs(session)[0], [str(p) for p in handlers.downloads(session)]
+
+    @person_errors
+    def toggle(state: Session | None, shown: list[int]) -> str | None:
+        return str(handlers.set_visible(session_of(state), shown or []).image)
+
+    @person_errors
+    def download(state: Session | None) -> list[str]:
+        return [str(p) for p in handlers.downloads(session_of(state))]
+
+    with gr.Blocks(title=title, delete_cache=(settings.cache_ttl_s, settings.cache_ttl_s),
+                   analytics_enabled=False) as demo:
+        state = gr.State(None, time_to_live=settings.session_ttl_s, delete_callback=close_session)
+        gr.Markdown(f"## {title}\nAsk about an image or a video; each object in the answer gets its own colour. "
+                    "Follow-up questions are about the same picture.")
+        with gr.Row():
+            with gr.Column(scale=3):
+                chatbot = gr.Chatbot(label="Chat", elem_id="chatbot", height=560, feedback_options=None, show_label=False)
+                box = gr.MultimodalTextbox(label="Message", file_types=["image", "video"], file_count="single",
+                                           elem_id="ask-box",
+                                           placeholder="Upload an image or video and ask, e.g. “Segment the food "
+                                                       "richest in vitamin C and explain why.”",
+                                           show_label=False)
+                gr.Markdown(limits_text(chat, settings), elem_id="limits")
+                with gr.Row():
+                    retry_btn = gr.Button("Retry", size="sm", elem_id="retry")
+                    undo_btn = gr.Button("Undo", size="sm", elem_id="undo")
+                    clear_btn = gr.Button("Clear", size="sm", elem_id="clear")
+                    stop_btn = gr.Button("Stop", size="sm", variant="stop", elem_id="stop")
+                with gr.Accordion("Video options", open=False):
+                    propagation = gr.Radio(["sa2va", "memory"], value="sa2va", label="Mask propagation")
+                    llm_frames = gr.Slider(1, 16, value=5, step=1, label="Frames the language model sees")
+                    sampling = gr.Radio(["first", "uniform"], value="first", label="Which frames it sees")
+            with gr.Column(scale=2):
+                canvas = gr.Image(label="Last result (click to refine the selected object)", type="filepath",
+                                  interactive=False, elem_id="canvas", buttons=["download", "fullscreen"])
+                canvas_video = gr.Video(label="Overlay video", visible=False, interactive=False,
+                                        elem_id="canvas-video")
+                legend = gr.HTML(label="Legend", elem_id="legend")
+                shown = gr.CheckboxGroup(label="Show objects", elem_id="shown")
+                target = gr.Radio(label="Object to refine", elem_id="target")
+                with gr.Row():
+                    click_kind = gr.Radio(["include", "exclude"], value="include", label="A click marks",
+                                          elem_id="click-kind")
+                    reset_btn = gr.Button("Reset object", size="sm", elem_id="reset")
+                files = gr.File(label="Downloads: masks (PNG zip), COCO RLE JSON, overlay", file_count="multiple",
+                                interactive=False, elem_id="downloads")
+                # Plain-number inputs of the public /refine endpoint (filled from the radio and the click).
+                target_index = gr.Number(label="object index (0-based)", visible=False)
+                click_x = gr.Number(label="x (pixels)", visible=False)
+                click_y = gr.Number(label="y (pixels)", visible=False)
+                download_btn = gr.Button(visible=False)
+
+        turn_outputs = [chatbot, box, canvas, canvas_video, legend, shown, target, files, state]
+        model_work = {"concurrency_id": MODEL_WORK, "concurrency_limit": settings.concurrency}
+        box.submit(ask, [box, state, propagation, llm_frames, sampling], turn_outputs, api_name="ask",
+                            **model_work)
+        retry_btn.click(retry, [state, propagation, llm_frames, sampling], turn_outputs,
+                                   api_visibility="private", **model_work)
+        stop_btn.click(stop, [state], None, api_visibility="private", queue=False)
+        rewind_outputs = [chatbot, canvas, canvas_video, legend, shown, target, files, state]
+        undo_btn.click(rewind(handlers.undo), [state], rewind_outputs, api_visibility="private",
+                       trigger_mode="once")
+        clear_btn.click(rewind(handlers.clear), [state], rewind_outputs, api_visibility="private",
+                        trigger_mode="once")
+        target.change(lambda index: index, target, target_index, api_visibility="private", queue=False)
+        canvas.select(click_point, None, [click_x, click_y], api_visibility="private").then(
+            refine, [state, target_index, click_x, click_y, click_kind], [canvas, files, state], api_name="refine",
+            **model_work)
+        reset_btn.click(reset, [state, target_index], [canvas, files], api_visibility="private", **model_work)
+        shown.input(toggle, [state, shown], [canvas], api_visibility="private")
+        download_btn.click(download, [state], [files], api_name="download")
+    demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
+    return demo
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+           settings: AppSettings = AppSettings(), block: bool = True) -> None:
+    """Serve the app with the safety settings this project relies on."""
+    demo.launch(server_name=host, server_port=port, share=share, max_file_size=settings.max_file_bytes,
+                strict_cors=True, ssr_mode=False, show_error=False, prevent_thread_lock=not block,
+                footer_links=["api"], css=CSS)

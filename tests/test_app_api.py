@@ -1,0 +1,101 @@
+"""The app through its HTTP API (`gradio_client`) against a real local server with a tiny model."""
+
+import threading
+import zipfile
+
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from app_server import SETTINGS, serving, write_bomb_png, write_image
+
+
+@pytest.fixture(scope="module")
+def url(tiny_chats):
+    with serving(tiny_chats["qwen3_vl"]) as address:
+        yield address
+
+
+def ask(client: Client, text: str, path=None) -> tuple:
+    message = {"text": text, "files": [handle_file(str(path))] if path else []}
+    return client.predict(message, "sa2va", 5, "first", api_name="/ask")
+
+
+def texts(chat: list[dict]) -> list[str]:
+    return [block["text"] for m in chat for block in m["content"] if block["type"] == "text"]
+
+
+def test_only_ask_refine_and_download_are_public(url):
+    api = Client(url, verbose=False).view_api(print_info=False, return_format="dict")
+    assert set(api["named_endpoints"]) == {"/ask", "/refine", "/download"}
+    assert api["unnamed_endpoints"] == {}
+
+
+def test_three_turn_conversation_with_refine_and_download(url, tmp_path):
+    client = Client(url, verbose=False)
+    image = write_image(tmp_path / "photo.png", 80, 60)
+    chat, _, canvas, _, legend, *_ , files = ask(client, "Segment the apple.", image)
+    assert Image.open(canvas).size == (80, 60)
+    assert "the red apple" in legend and "the cup" in legend
+    assert {p.rsplit("_", 1)[-1] for p in files} >= {"masks.zip", "rle.json", "overlay.png"}
+    ask(client, "And the cup?")
+    chat, _, canvas, *_ = ask(client, "Which is bigger?")
+    user_texts = [t for t in texts([m for m in chat if m["role"] == "user"])]
+    assert user_texts == ["Segment the apple.", "And the cup?", "Which is bigger?"]
+    uploads = [b for m in chat if m["role"] == "user" for b in m["content"] if b["type"] == "file"]
+    assert len(uploads) == 1
+    overlays = [b for m in chat if m["role"] == "assistant" for b in m["content"] if b["type"] == "file"]
+    assert len(overlays) == 3
+    assert Image.open(canvas).size == (80, 60)
+
+    canvas, files = client.predict(0, 40, 30, "include", api_name="/refine")
+    assert Image.open(canvas).size == (80, 60)
+    downloaded = client.predict(api_name="/download")
+    assert [p.rsplit("/", 1)[-1] for p in downloaded] == [p.rsplit("/", 1)[-1] for p in files]
+    with zipfile.ZipFile(next(p for p in downloaded if p.endswith(".zip"))) as zf:
+        assert "01_the_red_apple.png" in zf.namelist()
+
+
+def test_two_concurrent_sessions_never_see_each_other(url, tmp_path):
+    sizes = {"alpha": (72, 48), "beta": (40, 88)}
+    results = {}
+
+    def user(name: str) -> None:
+        client = Client(url, verbose=False)
+        image = write_image(tmp_path / f"{name}.png", *sizes[name], seed=len(name))
+        ask(client, f"{name} question one", image)
+        results[name] = ask(client, f"{name} question two")
+
+    threads = [threading.Thread(target=user, args=(name,)) for name in sizes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for name, other in (("alpha", "beta"), ("beta", "alpha")):
+        chat, _, canvas, *_ = results[name]
+        shown = " ".join(texts(chat))
+        assert f"{name} question two" in shown and other not in shown
+        names = [b["file"]["orig_name"] if isinstance(b["file"], dict) else b["file"]
+                 for m in chat for b in m["content"] if b["type"] == "file" and m["role"] == "user"]
+        assert len(names) == 1 and names[0].endswith(f"{name}.png")
+        assert Image.open(canvas).size == sizes[name]
+
+
+def test_bad_files_return_errors_and_the_session_keeps_working(url, tmp_path):
+    client = Client(url, verbose=False)
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
+    chat = ask(client, "look", corrupt)[0]
+    assert texts(chat)[-1].startswith("⚠️") and "corrupt.jpg" in texts(chat)[-1]
+
+    chat = ask(client, "look", write_bomb_png(tmp_path / "bomb.png"))[0]
+    assert texts(chat)[-1].startswith("⚠️") and "too large" in texts(chat)[-1]
+
+    oversized = tmp_path / "huge.png"
+    oversized.write_bytes(bytes(SETTINGS.max_file_bytes + 1))
+    with pytest.raises(Exception, match="(?i)file size|too large|exceeds"):
+        ask(client, "look", oversized)
+
+    chat, _, canvas, *_ = ask(client, "and this one?", write_image(tmp_path / "fine.png", 50, 40))
+    assert not texts(chat)[-1].startswith("⚠️")
+    assert Image.open(canvas).size == (50, 40)

@@ -1,0 +1,74 @@
+"""The app in a real browser: Debian's Chromium driven by Playwright (never a downloaded browser)."""
+
+from pathlib import Path
+
+import pytest
+
+from app_server import serving
+from conftest import shared_path
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+
+
+@pytest.fixture(scope="module")
+def url(tiny_chats):
+    with serving(tiny_chats["qwen3_vl"]) as address:
+        yield address
+
+
+@pytest.fixture
+def page(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=FLAGS,
+            viewport={"width": 1400, "height": 1000})
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
+
+
+def send(page, url: str, media: Path, text: str) -> None:
+    page.goto(url)
+    page.wait_for_selector("#ask-box textarea")
+    page.set_input_files("#ask-box input[type=file]", str(media))
+    page.wait_for_selector("#ask-box [aria-label='File thumbnail']", timeout=20_000)
+    page.fill("#ask-box textarea", text)
+    page.keyboard.press("Enter")
+
+
+def check_downloads(page) -> None:
+    link = page.wait_for_selector("#downloads a[href*='masks.zip']", timeout=30_000)
+    response = page.request.get(link.get_attribute("href"))
+    assert response.ok and response.body()[:2] == b"PK"
+
+
+def test_photo_answer_shows_overlay_legend_and_downloads(page, url):
+    photo = shared_path("data", "images", "groceries.jpg")
+    send(page, url, photo, "Which item here would you use to make a salad?")
+    page.wait_for_selector("#legend .segchat-legend-item", timeout=60_000)
+    assert page.locator("#legend").inner_text().split() == ["1.", "the", "red", "apple", "2.", "the", "cup"]
+    page.wait_for_selector("#chatbot .segchat-object")
+    assert page.locator("#chatbot img[src*='overlay']").count() == 1
+    assert page.locator("#canvas img").count() == 1
+    check_downloads(page)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app_photo.png"), full_page=True)
+
+
+def test_video_answer_shows_a_playable_overlay_video(page, url):
+    video = shared_path("data", "videos", "bedroom.mp4")
+    send(page, url, video, "Please segment the child who is moving around the room.")
+    player = page.wait_for_selector("#chatbot video[src*='overlay']", timeout=90_000)
+    page.wait_for_function("v => v.readyState >= 1 && v.duration > 0", arg=player, timeout=20_000)
+    assert page.locator("#legend .segchat-legend-item").count() == 2
+    check_downloads(page)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app_video.png"), full_page=True)

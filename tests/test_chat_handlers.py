@@ -1,0 +1,187 @@
+"""The chat's plain functions (what the Gradio callbacks call): turns, rendering, exports, refinement, state."""
+
+import json
+import zipfile
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from app_server import ANSWER, SETTINGS, write_bomb_png, write_image
+from chat import handlers
+from chat.render import palette
+from chat.session import Session, close_session
+from model.errors import InputError
+
+
+@pytest.fixture
+def chat(tiny_chats, scripted):
+    return scripted(tiny_chats["qwen3_vl"], ANSWER)
+
+
+def run(turns):
+    """Drain a streaming handler; returns every chat state it yielded."""
+    return list(turns)
+
+
+def test_image_turn_streams_then_renders_colours_overlay_and_downloads(chat, tmp_path):
+    session = Session(chat)
+    states = run(handlers.ask(session, "Which item makes a salad?", [write_image(tmp_path / "a.png")]))
+    assert len(states) >= 3  # the question at once, answer pieces, the final chat
+    final = states[-1]
+    assert [m["role"] for m in final] == ["user", "user", "assistant", "assistant"]
+    red, cup = palette(2)
+    assert f"rgb({red[0]}, {red[1]}, {red[2]})" in final[2]["content"]
+    assert f"rgb({cup[0]}, {cup[1]}, {cup[2]})" in final[2]["content"]
+    overlay = Image.open(final[3]["content"]["path"])
+    assert overlay.size == (96, 64)
+
+    result = session.last_result
+    assert result.labels == ["the red apple", "the cup"]
+    zip_path, json_path, overlay_path = handlers.downloads(session)
+    with zipfile.ZipFile(zip_path) as zf:
+        assert {"01_the_red_apple.png", "02_the_cup.png", "labels.json"} <= set(zf.namelist())
+        png = np.asarray(Image.open(zf.open("01_the_red_apple.png")))
+        assert np.array_equal(png > 0, result.masks[0])
+    objects = json.loads(json_path.read_text())["objects"]
+    assert [o["label"] for o in objects] == ["the red apple", "the cup"]
+    assert objects[0]["segmentation"]["size"] == [64, 96]
+    assert overlay_path == result.overlay
+
+
+def test_follow_up_keeps_the_image_and_undo_retry_clear_rewind(chat, tmp_path):
+    session = Session(chat)
+    run(handlers.ask(session, "first", [write_image(tmp_path / "a.png")]))
+    history_after_first = list(session.conversation.history)
+    media = session.media
+    final = run(handlers.ask(session, "second", None))[-1]
+    assert session.media is media and session.turns[-1].result.media is media
+    assert sum(m["role"] == "user" and isinstance(m["content"], dict) for m in final) == 1  # no re-upload
+
+    chat_after_undo = handlers.undo(session)
+    assert session.conversation.history == history_after_first
+    assert [m["content"] for m in chat_after_undo if m["role"] == "user"][0] == "first"
+    assert len(session.turns) == 1
+
+    run(handlers.retry(session))
+    assert len(session.turns) == 1 and session.turns[0].upload is not None
+    assert session.last_result.media is session.media
+
+    assert handlers.clear(session) == []
+    assert session.media is None and session.last_result is None
+    assert session.conversation.history == chat.new_conversation().history
+
+
+def test_stop_keeps_the_partial_answer_and_leaves_the_conversation_as_it_was(chat, tmp_path):
+    session = Session(chat)
+    run(handlers.ask(session, "first", [write_image(tmp_path / "a.png")]))
+    before = list(session.conversation.history)
+    turns = handlers.ask(session, "second", None)
+    next(turns)
+    handlers.stop(session)
+    final = run(turns)[-1]
+    assert session.turns[-1].stopped and "(stopped)" in final[-1]["content"]
+    assert session.conversation.history == before
+    run(handlers.ask(session, "third", None))  # the model is free again
+    assert session.turns[-1].result is not None
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.with_suffix(".jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg") and p.with_suffix(".jpg"),
+     "could not be read"),
+    (lambda p: write_bomb_png(p.with_suffix(".png")), "too large"),
+    (lambda p: p.with_suffix(".mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 broken") and p.with_suffix(".mp4"),
+     "video"),
+])
+def test_bad_uploads_become_chat_messages_and_the_session_goes_on(chat, tmp_path, make, message):
+    session = Session(chat)
+    final = run(handlers.ask(session, "look", [make(tmp_path / "bad")]))[-1]
+    assert final[-1]["role"] == "assistant" and final[-1]["content"].startswith("⚠️")
+    assert message in final[-1]["content"]
+    assert session.media is None
+    run(handlers.ask(session, "look again", [write_image(tmp_path / "ok.png")]))
+    assert session.turns[-1].error is None and session.last_result is not None
+
+
+def test_oversized_upload_and_long_text_are_refused(chat, tmp_path):
+    session = Session(chat)
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + bytes(SETTINGS.max_file_bytes))
+    assert "limit" in run(handlers.ask(session, "look", [big], SETTINGS))[-1][-1]["content"]
+    assert "limit" in run(handlers.ask(session, "x" * 10_000, None))[-1][-1]["content"]
+
+
+def test_user_and_model_text_cannot_inject_markup(chat, tmp_path):
+    session = Session(chat)
+    final = run(handlers.ask(session, "<img src=x onerror=alert(1)> [SEG]", [write_image(tmp_path / "a.png")]))[-1]
+    assert "<img" not in final[0]["content"] and "&lt;img" in final[0]["content"]
+
+
+def test_refine_reuses_cached_embeddings_and_never_calls_the_llm(chat, tmp_path, monkeypatch):
+    session = Session(chat)
+    run(handlers.ask(session, "segment", [write_image(tmp_path / "a.png")]))
+    before = session.last_result.masks[1].copy()
+    monkeypatch.setattr(chat, "generate", lambda *a, **k: pytest.fail("refinement called the LLM"))
+    monkeypatch.setattr(chat.mask_decoder, "encode", lambda *a, **k: pytest.fail("refinement re-encoded"))
+    old_files = handlers.downloads(session)
+    result = handlers.refine(session, 1, 10, 20, include=True)
+    assert result.clicks == {1: [(10.0, 20.0, 1)]}
+    assert not np.array_equal(result.masks[1], before)
+    assert handlers.downloads(session) != old_files  # downloads follow the refined masks
+    handlers.refine(session, 1, 50, 30, include=False)
+    assert len(result.clicks[1]) == 2
+    with pytest.raises(InputError, match="outside"):
+        handlers.refine(session, 1, 500, 10)
+    with pytest.raises(InputError, match="no object 9"):
+        handlers.refine(session, 8, 5, 5)
+    handlers.reset_refinement(session, 1)
+    assert np.array_equal(result.masks[1], before) and 1 not in result.clicks
+
+
+def test_refine_before_any_answer_is_a_message(chat):
+    with pytest.raises(InputError, match="no segmentation yet"):
+        handlers.refine(Session(chat), 0, 1, 1)
+
+
+def test_legend_and_toggling(chat, tmp_path):
+    session = Session(chat)
+    image = write_image(tmp_path / "a.png")
+    run(handlers.ask(session, "segment", [image]))
+    view = handlers.canvas(session)
+    assert view.objects == [("1. the red apple", 0), ("2. the cup", 1)] and view.visible == [0, 1]
+    assert "1. the red apple" in view.legend and "2. the cup" in view.legend
+    hidden = handlers.set_visible(session, [])
+    assert hidden.visible == []
+    assert np.array_equal(np.asarray(Image.open(hidden.image)), np.asarray(Image.open(image)))
+
+
+def test_video_turn_writes_a_playable_h264_overlay_and_per_frame_rle(chat, tmp_path):
+    from chat.export import write_h264_mp4
+
+    frames = [np.full((48, 64, 3), 40 * t, dtype=np.uint8) for t in range(6)]
+    video = write_h264_mp4(frames, tmp_path / "clip.mp4", fps=10)
+    session = Session(chat)
+    final = run(handlers.ask(session, "segment", [video], SETTINGS))[-1]
+    assert session.turns[-1].error is None
+    overlay = final[3]["content"]["path"]
+    with av.open(overlay) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert sum(1 for _ in container.decode(stream)) == SETTINGS.video_max_frames
+    objects = json.loads(handlers.downloads(session)[1].read_text())["objects"]
+    assert len(objects[0]["segmentations"]) == SETTINGS.video_max_frames
+    assert handlers.canvas(session).video == session.last_result.overlay
+    with pytest.raises(InputError, match="video"):
+        handlers.refine(session, 0, 1, 1)
+    run(handlers.ask(session, "and the cup?", None, SETTINGS))  # follow-up on the same video
+    assert session.turns[-1].error is None and session.last_result.media.kind == "video"
+
+
+def test_closing_a_session_frees_its_files(chat, tmp_path):
+    session = Session(chat)
+    run(handlers.ask(session, "segment", [write_image(tmp_path / "a.png")]))
+    assert any(session.workdir.iterdir())
+    close_session(session)
+    assert not session.workdir.exists() and session.turns == []
+    close_session(None)
