@@ -12,18 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import shared_path
 from model.errors import MediaError
 from model.media import MediaLimits, load_image
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-IMAGES = SHARED / "data" / "images"
-
-
 def _real(name: str) -> Path:
-    path = IMAGES / name
-    if not path.exists():
-        pytest.skip(f"shared photo {path} is not available in this checkout")
-    return path
+    return shared_path("data", "images", name)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

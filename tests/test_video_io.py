@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import shared_path
 from model.errors import MediaError
 from model.video_io import (
     VideoLimits,
@@ -22,15 +23,8 @@ from model.video_io import (
     sample_indices,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-VIDEOS = SHARED / "data" / "videos"
-
-
 def _real(name: str) -> Path:
-    path = VIDEOS / name
-    if not path.exists():
-        pytest.skip(f"shared video {path} is not available in this checkout")
-    return path
+    return shared_path("data", "videos", name)
 
 
 def _frame(i: int, width: int = 64, height: int = 48) -> np.ndarray:
