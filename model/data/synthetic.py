@@ -88,7 +88,7 @@ def _most_corners(rng: np.random.Generator) -> tuple[_Spec, _Finish]:
         shape = objs[t].shape
         return [t], "Which shape has the most corners?", (
             f"The {shape} has {_NUMBER_WORDS[CORNERS[shape]]} corners, more than any other shape: "
-            f"<p>the {shape}</p> [SEG].")
+            f"<p>the {objs[t].name}</p> [SEG].")
     return spec, finish
 
 
@@ -102,7 +102,8 @@ def _by_size(largest: bool) -> Callable[[np.random.Generator], tuple[_Spec, _Fin
 
         def finish(objs: list[SceneObject]) -> tuple[list[int], str, str]:
             return [0], f"Segment the {word} shape.", (
-                f"The {objs[0].name} is {comparison} than all the other shapes, so it is the {word}: [SEG].")
+                f"The {objs[0].name} is {comparison} than all the other shapes, so it is the {word}: "
+                f"<p>the {objs[0].name}</p> [SEG].")
         return spec, finish
     return template
 
@@ -144,7 +145,8 @@ def _left_of(rng: np.random.Generator) -> tuple[_Spec, _Finish]:
             objs[i] = SceneObject(objs[i].shape, colours[rank], objs[i].center, objs[i].radius)
         anchor, target = objs[order[anchor_rank]], order[anchor_rank - 1]
         return [target], f"Segment the shape just left of the {anchor.colour} one.", (
-            f"The {objs[target].name} is the nearest shape on the left of the {anchor.name}: [SEG].")
+            f"The {objs[target].name} is the nearest shape on the left of the {anchor.name}: "
+            f"<p>the {objs[target].name}</p> [SEG].")
     return spec, finish
 
 

@@ -1,0 +1,158 @@
+"""The training loop: one process on CPU or one GPU, or many through `accelerate launch` (no distributed code here)."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate.utils import set_seed
+from torch.utils.data import ConcatDataset, DataLoader
+from tqdm.auto import tqdm
+
+from model.data.auto import load_dataset
+from model.training.checkpoint import (export_merged, list_checkpoints, resume_checkpoint, save_checkpoint,
+                                       write_run_config)
+from model.training.examples import ExampleDataset, collate
+from model.training.losses import LossWeights
+from model.training.objective import SegObjective
+from model.training.trainable import FinetuneConfig, apply_finetuning
+
+LOSS_LOG = "loss_log.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    data: list[str]
+    out: str
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    weights: LossWeights = field(default_factory=LossWeights)
+    quantization: str | None = None  # "4bit" = QLoRA (LoRA mode only), "8bit"
+    epochs: int = 1
+    max_steps: int | None = None  # optimizer steps; overrides `epochs` when set
+    batch_size: int = 1
+    grad_accum: int = 1
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
+    gradient_checkpointing: bool = False
+    save_every: int = 0  # optimizer steps; 0 saves at the end only
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    resume: bool = False
+    export: bool = True
+    cache_examples: bool = False
+    seed: int = 0
+    progress: bool = True
+
+
+def _schedule(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return factor
+
+
+def train(config: TrainConfig) -> Path:
+    """Train, checkpoint, and export merged weights to `<out>/export` (returned; the run folder if export is off)."""
+    from model.segchat import SegChat
+
+    if config.quantization and config.finetune.mode != "lora":
+        raise ValueError("quantized training (QLoRA) needs the LoRA mode")
+    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision=config.mixed_precision,
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    set_seed(config.seed)
+    run_dir = Path(config.out)
+    chat = SegChat.from_pretrained(config.model, device=accelerator.device,
+                                   dtype=None if config.quantization else "fp32", quantization=config.quantization)
+    model = chat.model
+    apply_finetuning(model, chat.seg_token_id, config.finetune, quantized=config.quantization is not None)
+    if config.gradient_checkpointing:
+        model.vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    data = ConcatDataset([ExampleDataset(chat, load_dataset(p), cache=config.cache_examples) for p in config.data])
+
+    batches_per_epoch = math.ceil(len(data) / (config.batch_size * accelerator.num_processes))
+    steps_per_epoch = max(1, batches_per_epoch // config.grad_accum)
+    total = config.max_steps or config.epochs * steps_per_epoch
+    objective = SegObjective(model, chat.family, chat.seg_token_id, config.weights).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config.warmup_steps, total))
+    objective, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
+
+    state = {"step": 0, "epoch": 0, "batches_done": 0, "elapsed_s": 0.0}
+    found = list_checkpoints(run_dir) if config.resume else []
+    if found:
+        state = resume_checkpoint(found[-1], model, optimizer, scheduler)
+    elif accelerator.is_main_process:
+        write_run_config(run_dir, config.model, config.finetune,
+                         {"train": {k: v for k, v in asdict(config).items() if k not in ("finetune",)}})
+    accelerator.wait_for_everyone()
+
+    log = (run_dir / LOSS_LOG).open("a") if accelerator.is_main_process else None
+    bar = tqdm(total=total, initial=state["step"], desc="train", disable=not (config.progress and
+                                                                              accelerator.is_main_process))
+    started, running = time.time() - state["elapsed_s"], []
+
+    def checkpoint() -> None:
+        state["elapsed_s"] = time.time() - started
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            save_checkpoint(run_dir, model, optimizer, scheduler, state, config.keep_checkpoints)
+
+    collate_fn = partial(collate, pad_id=chat.tokenizer.pad_token_id)
+    while state["step"] < total:
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(config.seed + state["epoch"]))
+        loader = accelerator.prepare_data_loader(
+            DataLoader(data, batch_size=config.batch_size, sampler=order.tolist(), collate_fn=collate_fn),
+            device_placement=False)
+        for batch in accelerator.skip_first_batches(loader, state["batches_done"]):
+            with accelerator.accumulate(objective):
+                parts = objective(batch)
+                accelerator.backward(parts.total)
+                if accelerator.sync_gradients and config.max_grad_norm:
+                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            state["batches_done"] += 1
+            running.append(parts.as_floats())
+            if not accelerator.sync_gradients:
+                continue
+            state["step"] += 1
+            bar.update(1)
+            if state["step"] % config.log_every == 0 or state["step"] == total:
+                mean = {k: sum(r[k] for r in running) / len(running) for k in running[0]}
+                bar.set_postfix(loss=f"{mean['loss']:.3f}")
+                if log:
+                    record = {"step": state["step"], "epoch": state["epoch"], **mean,
+                              "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.time() - started, 1)}
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                running = []
+            if config.save_every and state["step"] % config.save_every == 0 and state["step"] < total:
+                checkpoint()
+            if state["step"] >= total:
+                break
+        else:
+            state["epoch"] += 1
+            state["batches_done"] = 0
+    bar.close()
+    if log:
+        log.close()
+    checkpoint()
+    final = list_checkpoints(run_dir)[-1]
+    if not config.export:
+        return run_dir
+    if accelerator.is_main_process:
+        export_merged(final, run_dir / "export")
+    accelerator.wait_for_everyone()
+    return run_dir / "export"

@@ -1,0 +1,49 @@
+"""Losses of the [SEG] path: per-mask sigmoid BCE and Dice, weighted with the LM cross-entropy (LISA's weights)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    ce: float = 1.0
+    bce: float = 2.0
+    dice: float = 0.5
+
+
+@dataclass
+class LossParts:
+    total: torch.Tensor
+    ce: torch.Tensor
+    bce: torch.Tensor
+    dice: torch.Tensor
+    n_masks: int
+
+    def as_floats(self) -> dict[str, float]:
+        return {"loss": self.total.item(), "ce": self.ce.item(), "bce": self.bce.item(), "dice": self.dice.item()}
+
+
+def mask_losses(logits: torch.Tensor, targets: torch.Tensor,
+                valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed over the N masks of [N, H, W] `logits` / `targets`: (mean BCE per mask, soft Dice loss per mask).
+
+    Pixels where `valid` ([H, W]) is 0 count in neither loss.
+    """
+    weight = torch.ones_like(targets[0]) if valid is None else valid.to(targets)
+    pixels = weight.sum().clamp_min(1.0)
+    bce = F.binary_cross_entropy_with_logits(logits, targets, weight=weight.expand_as(targets), reduction="none")
+    probs = logits.sigmoid() * weight
+    # Smoothing of 1 keeps an empty target with an empty prediction at zero loss.
+    dice = 1 - (2 * (probs * targets).sum((1, 2)) + 1) / (probs.sum((1, 2)) + targets.sum((1, 2)) + 1)
+    return (bce.sum((1, 2)) / pixels).sum(), dice.sum()
+
+
+def combine(ce: torch.Tensor, bce_sum: torch.Tensor, dice_sum: torch.Tensor, n_masks: int,
+            weights: LossWeights) -> LossParts:
+    """Mask losses are averaged over the masks of the batch; a batch without masks trains the text alone."""
+    n = max(n_masks, 1)
+    bce, dice = bce_sum / n, dice_sum / n
+    return LossParts(weights.ce * ce + weights.bce * bce + weights.dice * dice, ce, bce, dice, n_masks)

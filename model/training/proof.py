@@ -1,0 +1,77 @@
+"""Proof of learning: train a tiny SegChat from random initialisation on synthetic reasoning scenes.
+
+    python -m model.training.proof WORK_DIR [--steps N]
+
+writes WORK_DIR/train, WORK_DIR/heldout (synthetic scenes, different seeds), WORK_DIR/base (the random model),
+WORK_DIR/run (checkpoints, loss_log.jsonl) and WORK_DIR/run/export (the trained model, also the offline demo).
+Score both with `python -m model.evaluate --model WORK_DIR/base|WORK_DIR/run/export --data
+WORK_DIR/heldout/data.jsonl`.
+
+Unlike the default recipe (LoRA, frozen vision tower and SAM2 image encoder), everything but SAM2's prompt
+encoder trains here: randomly initialised encoders have nothing to preserve (with the SAM2 image encoder frozen
+at random weights, the Dice loss stalled near 0.70 for 500 steps). The tokenizer is trained on
+the scenes' text, the model is shaped for the task (`PROOF_TEXT_DIMS`, 16 image tokens) and SAM2 + projector
+start from PyTorch's default init (see `model.tiny.torch_default_init`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.data.synthetic import write_jsonl
+from model.tiny import build_tiny
+from model.training.loop import TrainConfig, train
+from model.training.trainable import FinetuneConfig
+
+PROOF_FAMILY = "qwen2_5_vl"
+PROOF_TEXT_DIMS = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=8,
+                       num_key_value_heads=4, head_dim=16)
+SCENE_SIZE = 96
+
+
+@dataclass(frozen=True)
+class ProofRecipe:
+    n_train: int = 2000
+    n_heldout: int = 140
+    steps: int = 2500
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    seed: int = 0
+
+
+def build_proof(work_dir: str | Path, recipe: ProofRecipe = ProofRecipe(), progress: bool = True) -> Path:
+    """Run the whole recipe; returns the exported trained model folder."""
+    work = Path(work_dir)
+    train_jsonl = write_jsonl(work / "train", recipe.n_train, seed=recipe.seed, size=SCENE_SIZE)
+    write_jsonl(work / "heldout", recipe.n_heldout, seed=recipe.seed + 1, size=SCENE_SIZE)
+    corpus = [text for line in train_jsonl.read_text().splitlines()
+              for text in (json.loads(line)["instruction"], json.loads(line)["answer"])]
+    # min pixels 112²: a 96-px scene becomes 8 x 8 patches of 14 px, i.e. 16 image tokens after the 2 x 2 merge.
+    base = build_tiny(work / "base", PROOF_FAMILY, seed=recipe.seed, corpus=corpus, text_dims=PROOF_TEXT_DIMS,
+                      default_init_mask_path=True, qwen_min_pixels=112 * 112, qwen_max_pixels=112 * 112)
+    config = TrainConfig(
+        model=str(base), data=[str(train_jsonl)], out=str(work / "run"),
+        finetune=FinetuneConfig(mode="full", train_vision=True), max_steps=recipe.steps,
+        batch_size=recipe.batch_size, lr=recipe.lr, warmup_steps=recipe.warmup_steps, save_every=500,
+        log_every=25, cache_examples=True, seed=recipe.seed, progress=progress)
+    return train(config)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("work_dir", type=Path)
+    parser.add_argument("--steps", type=int, default=ProofRecipe.steps)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print(build_proof(args.work_dir, ProofRecipe(steps=args.steps)))
+
+
+if __name__ == "__main__":
+    main()
