@@ -24,6 +24,7 @@ from pathlib import Path
 from model.data.synthetic import write_jsonl
 from model.tiny import build_tiny
 from model.training.loop import TrainConfig, train
+from model.training.losses import LossWeights
 from model.training.trainable import FinetuneConfig
 
 PROOF_FAMILY = "qwen2_5_vl"
@@ -41,6 +42,9 @@ class ProofRecipe:
     lr: float = 1e-3
     warmup_steps: int = 100
     seed: int = 0
+    # From scratch the LM loss dominates the shared layers' Adam statistics and the [SEG] state collapses to one
+    # direction; weighting the mask losses up keeps object identity in it.
+    weights: LossWeights = LossWeights(ce=1.0, bce=8.0, dice=4.0)
 
 
 def build_proof(work_dir: str | Path, recipe: ProofRecipe = ProofRecipe(), progress: bool = True) -> Path:
@@ -56,7 +60,8 @@ def build_proof(work_dir: str | Path, recipe: ProofRecipe = ProofRecipe(), progr
     config = TrainConfig(
         model=str(base), data=[str(train_jsonl)], out=str(work / "run"),
         finetune=FinetuneConfig(mode="full", train_vision=True), max_steps=recipe.steps,
-        batch_size=recipe.batch_size, lr=recipe.lr, warmup_steps=recipe.warmup_steps, save_every=500,
+        weights=recipe.weights, batch_size=recipe.batch_size, lr=recipe.lr, warmup_steps=recipe.warmup_steps,
+        save_every=500,
         log_every=25, cache_examples=True, seed=recipe.seed, progress=progress)
     return train(config)
 
