@@ -28,7 +28,7 @@ class SegChatConfig(PreTrainedConfig):
     seg_token: str = "[SEG]"
     seg_hidden_state: str = "final_norm"
     template: str = "qwen_chat"
-    sam2_pixel_mode: str = "fp32"
+    sam2_pixel_mode: str | dict = "fp32"  # one mode, or {"image": ..., "video": ...} (Sa2VA's Qwen flavours)
     max_tiles: int = 12
     qwen_min_pixels: int = 512 * 28 * 28
     qwen_max_pixels: int = 2048 * 28 * 28
@@ -44,6 +44,11 @@ class SegChatConfig(PreTrainedConfig):
     @property
     def text_hidden_size(self) -> int:
         return self.vlm_config.get_text_config().hidden_size
+
+    def pixel_mode(self, media: str = "image") -> str:
+        """SAM2 input rounding for "image" or "video" frames."""
+        mode = self.sam2_pixel_mode
+        return mode.get(media, mode.get("image", "fp32")) if isinstance(mode, dict) else mode
 
     @property
     def prompt_dim(self) -> int:

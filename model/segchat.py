@@ -21,7 +21,7 @@ from model.media import ImageSource, MediaLimits, load_image
 from model.modeling import SegChatModel
 from model.prompting import PromptBuilder, default_system_prompt, load_media_layout, load_template
 from model.segment import ImageFeatures, MaskDecoder, binary_masks
-from model.video import VideoMask, VideoMedia, VideoOptions, VideoSegmenter, load_video, video_pixel_mode
+from model.video import VideoMask, VideoMedia, VideoOptions, VideoSegmenter, load_video
 from model.video_io import VideoLimits
 
 
@@ -74,11 +74,8 @@ class SegChat:
         if self.seg_token_id is None or self.seg_token_id == tokenizer.unk_token_id:
             raise ValueError(f"The tokenizer has no {config.seg_token} token.")
         self.markup = MarkupIds.from_tokenizer(tokenizer, config.seg_token, self.prompts.stop_ids)
-        image_mode = config.sam2_pixel_mode
-        if isinstance(image_mode, dict):
-            image_mode = image_mode.get("image", "fp32")
-        self.mask_decoder = MaskDecoder(model.sam2, image_mode)
-        self.video_segmenter = VideoSegmenter(model.sam2, video_pixel_mode(config.sam2_pixel_mode))
+        self.mask_decoder = MaskDecoder(model.sam2, config.pixel_mode("image"))
+        self.video_segmenter = VideoSegmenter(model.sam2, config.pixel_mode("video"))
         # Extra `generate` arguments (sampling, logits processors...); greedy decoding by default.
         self.generate_options: dict = {}
         vlm_config = config.vlm_config

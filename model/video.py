@@ -294,12 +294,6 @@ class VideoSegmentation:
     stats: PropagationStats
 
 
-def video_pixel_mode(config_mode: str | dict) -> str:
-    """SAM2 pixel rounding for video frames (Sa2VA's Qwen flavours round video input to bf16)."""
-    return config_mode.get("video", config_mode.get("image", "fp32")) if isinstance(config_mode, dict) \
-        else config_mode
-
-
 class VideoSegmenter:
     """Runs [SEG] prompts through a SAM2 video session over a `VideoClip`, streaming."""
 

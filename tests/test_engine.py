@@ -251,3 +251,10 @@ def test_the_model_never_generates_media_placeholders(tiny_chats, family):
     assert chat.unspeakable_ids
     for reply in replies:
         assert not set(reply.token_ids) & set(chat.unspeakable_ids)
+
+
+def test_pixel_mode_reads_one_mode_or_a_per_media_pair(tiny_dirs):
+    config = SegChatModel.config_class.from_pretrained(tiny_dirs["qwen3_vl"])
+    assert config.pixel_mode("image") == config.pixel_mode("video") == "fp32"
+    config.sam2_pixel_mode = {"image": "bf16_math", "video": "fp32_then_bf16"}
+    assert (config.pixel_mode("image"), config.pixel_mode("video")) == ("bf16_math", "fp32_then_bf16")

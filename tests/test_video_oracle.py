@@ -61,14 +61,15 @@ def _reference(folder: Path, case: str) -> dict:
 def test_sa2va_video_parity(oracle, case):
     folder = shared_path("oracle", oracle)
     convert = pytest.importorskip("model.convert.sa2va", reason="the Sa2VA converter is not in this checkout")
-    from model.video import VideoClip, VideoOptions, VideoSegmenter, video_pixel_mode
+    from model.video import VideoClip, VideoOptions, VideoSegmenter
 
     torch.manual_seed(0)
     _, sam2, _, info = convert.load_sa2va_modules(folder, dtype=torch.float32)
     ref = _reference(folder, case)
     frames = [np.asarray(Image.open(p).convert("RGB")) for p in ref["frames"]]
     clip = VideoClip(frames, VideoOptions(propagation="sa2va", llm_frames=5))
-    segmenter = VideoSegmenter(sam2, video_pixel_mode(info["sam2_pixel_mode"]))
+    mode = info["sam2_pixel_mode"]
+    segmenter = VideoSegmenter(sam2, mode["video"] if isinstance(mode, dict) else mode)
     lowres: dict[int, np.ndarray] = {}
     scores: dict[int, float] = {}
 

@@ -57,7 +57,7 @@ def encode_example(chat, sample: Sample) -> Example:
             raise DatasetError(sample.media_path, f"mask size {list(mask.shape)} != image size {list(size)}")
     masks = torch.from_numpy(np.stack(sample.masks)).float() if sample.masks else torch.zeros(0, *size)
     valid = None if sample.ignore is None else torch.from_numpy(~sample.ignore).float()
-    pixels = sam2_pixels(image, mode=chat.model.config.sam2_pixel_mode, size=chat.model.sam2.config.image_size)
+    pixels = sam2_pixels(image, mode=chat.model.config.pixel_mode("image"), size=chat.model.sam2.config.image_size)
     return Example(prompt + answer, [IGNORE_INDEX] * len(prompt) + answer, vision, pixels, masks, valid)
 
 

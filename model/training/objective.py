@@ -21,7 +21,7 @@ class SegObjective(nn.Module):
         self.family = family
         self.seg_token_id = seg_token_id
         self.weights = weights
-        self.decoder = MaskDecoder(model.sam2, model.config.sam2_pixel_mode)
+        self.decoder = MaskDecoder(model.sam2, model.config.pixel_mode("image"))
 
     def forward(self, batch: Batch) -> LossParts:
         vlm = self.model.vlm
