@@ -104,7 +104,7 @@ def naive(chat: SegChat, image: Image.Image, n: int) -> dict:
     start = time.perf_counter()
     vision = chat.family.encode_images([image])
     prompt = chat.prompts.user_turn("Segment the objects.", chat.prompts.media_block(vision.runs))
-    inputs = chat._forward_inputs(torch.tensor([prompt]), vision)
+    inputs = chat.forward_inputs(torch.tensor([prompt]), vision)
     out = chat.model.vlm.generate(**inputs, max_new_tokens=256, do_sample=False, output_hidden_states=True,
                                   return_dict_in_generate=True, logits_processor=[Forced(answer_ids(chat, n))],
                                   eos_token_id=chat.prompts.stop_ids, pad_token_id=chat.tokenizer.pad_token_id)

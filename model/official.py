@@ -79,7 +79,7 @@ def _generate(chat: "SegChat", prompt_ids: list[int], vision, seg_from_prompt: b
     stops = sorted({*chat.prompts.stop_ids, tokenizer.eos_token_id} - {None})
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.no_grad(), chat.family.seg_capture(vlm, chat.seg_token_id, skip_first=not seg_from_prompt) as capture:
-        out = vlm.generate(**chat._forward_inputs(input_ids, vision), do_sample=False,
+        out = vlm.generate(**chat.forward_inputs(input_ids, vision), do_sample=False,
                            max_new_tokens=MAX_NEW_TOKENS, eos_token_id=stops, pad_token_id=pad)
     return out[0, len(prompt_ids):].tolist(), capture.stacked()
 
@@ -104,7 +104,7 @@ def run(chat: "SegChat", image: Image.Image | None = None, video: list[Image.Ima
         vision = chat.family.encode_images([image])
     prompt = official_prompt(chat, text, past_text, vision.runs if vision else None)
     prompt_ids = chat.tokenizer.encode(prompt)
-    with chat._lock:
+    with chat.lock:
         new_ids, states = _generate(chat, prompt_ids, vision, chat.model.config.family != "internvl")
         output = OfficialOutput(chat.tokenizer.decode(new_ids, skip_special_tokens=False).strip(), prompt_ids,
                                 new_ids, seg_states=states)

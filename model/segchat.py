@@ -81,7 +81,7 @@ class SegChat:
         vlm_config = config.vlm_config
         placeholders = [getattr(vlm_config, name, None) for name in ("image_token_id", "video_token_id")]
         self.unspeakable_ids = sorted(set(self.prompts.media_token_ids()) | {i for i in placeholders if i is not None})
-        self._lock = threading.Lock()  # one model, many conversations: model work runs one at a time
+        self.lock = threading.Lock()  # one model, many conversations: model work runs one at a time
 
     @classmethod
     def from_pretrained(cls, path_or_id: str | Path, device: str | torch.device | None = None,
@@ -123,7 +123,7 @@ class SegChat:
         Setting `stop` ends generation after the current token."""
         vlm = self.model.vlm
         input_ids = torch.tensor([prompt_ids], device=self.device)
-        inputs = self._forward_inputs(input_ids, vision)
+        inputs = self.forward_inputs(input_ids, vision)
         with self.family.seg_capture(vlm, self.seg_token_id) as capture:
             options = {"do_sample": False, "suppress_tokens": self.unspeakable_ids, **self.generate_options}
             out = vlm.generate(**inputs, **options, max_new_tokens=self.limits.max_new_tokens,
@@ -135,11 +135,12 @@ class SegChat:
             # The last token's state is only computed by one more forward pass.
             full = torch.tensor([prompt_ids + new_ids], device=self.device)
             with torch.no_grad(), self.family.seg_capture(vlm, self.seg_token_id, skip_first=False) as last:
-                vlm(**self._forward_inputs(full, vision))
+                vlm(**self.forward_inputs(full, vision))
             states = states + [last.states[-1][-1:]]
         return new_ids, (torch.cat(states) if states else None)
 
-    def _forward_inputs(self, input_ids: torch.Tensor, vision: VisionInputs | None) -> dict:
+    def forward_inputs(self, input_ids: torch.Tensor, vision: VisionInputs | None) -> dict:
+        """The VLM's forward inputs for `input_ids` with the conversation's media (on the model's device)."""
         inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
         if vision is not None:
             inputs.update(vision.to(self.device, self.model.vlm.dtype).tensors)
@@ -261,7 +262,7 @@ class Conversation:
             video_run = _video_options({**base.__dict__, **video_options})
         prompt_ids = history + chat.prompts.user_turn(text, media_ids)
 
-        with chat._lock:
+        with chat.lock:
             new_ids, seg_states = yield from self._generate_streaming(prompt_ids, media)
             reply = self._reply(new_ids, seg_states, media, video_run)
         self.media = media

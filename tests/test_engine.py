@@ -45,7 +45,7 @@ def test_seg_capture_during_generate_equals_output_hidden_states(tiny_chats, scr
     prompt = chat.prompts.user_turn("Segment two things.", chat.prompts.media_block(vision.runs))
     new_ids, captured = chat.generate(prompt, vision)
 
-    inputs = chat._forward_inputs(torch.tensor([prompt + new_ids]), vision)
+    inputs = chat.forward_inputs(torch.tensor([prompt + new_ids]), vision)
     with torch.no_grad():
         out = chat.model.vlm(**inputs, output_hidden_states=True)
     positions = [len(prompt) + i for i, t in enumerate(new_ids) if t == chat.seg_token_id]
