@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from app_server import serving
 from conftest import shared_path
@@ -56,8 +57,8 @@ def test_photo_answer_shows_overlay_legend_and_downloads(page, url):
     page.wait_for_selector("#legend .segchat-legend-item", timeout=60_000)
     assert page.locator("#legend").inner_text().split() == ["1.", "the", "red", "apple", "2.", "the", "cup"]
     page.wait_for_selector("#chatbot .segchat-object")
-    assert page.locator("#chatbot img[src*='overlay']").count() == 1
-    assert page.locator("#canvas img").count() == 1
+    expect(page.locator("#chatbot img[src*='overlay']")).to_have_count(1, timeout=30_000)
+    expect(page.locator("#canvas img")).to_have_count(1, timeout=30_000)
     check_downloads(page)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app_photo.png"), full_page=True)
@@ -68,7 +69,8 @@ def test_video_answer_shows_a_playable_overlay_video(page, url):
     send(page, url, video, "Please segment the child who is moving around the room.")
     player = page.wait_for_selector("#chatbot video[src*='overlay']", timeout=90_000)
     page.wait_for_function("v => v.readyState >= 1 && v.duration > 0", arg=player, timeout=20_000)
-    assert page.locator("#legend .segchat-legend-item").count() == 2
+    # The legend and the chat update in separate events: wait for it rather than read it at once.
+    expect(page.locator("#legend .segchat-legend-item")).to_have_count(2, timeout=30_000)
     check_downloads(page)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app_video.png"), full_page=True)
