@@ -20,7 +20,7 @@ from chat.session import Media, Result, Session, Turn
 from chat.settings import AppSettings
 from chat.views import Progress, write_canvas, write_result_files
 from model.errors import InputError, MediaError
-from model.media import load_image
+from model.media import check_media_file, load_image
 from model.segchat import Reply
 from model.video_io import probe_video, read_frames
 
@@ -91,15 +91,9 @@ def _first_upload(files: Sequence[str | Path] | None) -> Path | None:
     return Path(files[0])
 
 
-def _check_upload_size(path: Path, settings: AppSettings) -> None:
-    if path.is_file() and path.stat().st_size > settings.max_file_bytes:
-        raise MediaError(f"The file is {path.stat().st_size / 2**20:.1f} MiB; the limit is "
-                         f"{settings.max_file_bytes / 2**20:.0f} MiB.")
-
-
 def _open_media(session: Session, path: Path, settings: AppSettings) -> tuple[Media, dict]:
     """Validate an upload and return it with the `ask_stream` arguments that send it to the model."""
-    _check_upload_size(path, settings)
+    check_media_file(path, settings.max_file_bytes, "uploaded")
     if path.suffix.lower() in VIDEO_SUFFIXES:
         info = probe_video(path, settings.video)
         first = read_frames(path, [0], limits=settings.video)[0]
@@ -246,21 +240,13 @@ def refine(session: Session, index: int | float | None, x: float, y: float, incl
     clicks.append((float(x), float(y), 1 if include else 0))
     try:
         seed = interior_point(np.asarray(result.model_masks[i]))
-        result.masks[i] = refine_mask(session.chat, _image_features(session), clicks, seed)
+        result.masks[i] = refine_mask(session.chat, session.conversation.image_features(), clicks, seed)
     except InputError:
         clicks.pop()
         raise
     result.visible[i] = True
     write_result_files(session, result, settings.video)
     return result
-
-
-def _image_features(session: Session):
-    """SAM2 embeddings of the current image, as cached by the conversation (encoded once if not yet there)."""
-    media = session.conversation.media
-    if 0 not in media.sam_features:
-        media.sam_features[0] = session.chat.mask_decoder.encode(media.images[0])
-    return media.sam_features[0]
 
 
 def reset_refinement(session: Session, index: int | float | None,

@@ -110,9 +110,7 @@ def run(chat: "SegChat", image: Image.Image | None = None, video: list[Image.Ima
                                 new_ids, seg_states=states)
         if text_only or states is None:
             return output
-        projector = chat.model.projector
-        with torch.no_grad():
-            prompts = projector(states.to(device=projector[0].weight.device, dtype=projector[0].weight.dtype))
+        prompts = chat.project(states)
         if media is not None:
             _video_masks(chat, media, prompts, output)
         else:

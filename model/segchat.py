@@ -147,11 +147,16 @@ class SegChat:
             inputs.update(self.family.forward_kwargs(input_ids))
         return inputs
 
+    @torch.no_grad()
+    def project(self, seg_states: torch.Tensor) -> torch.Tensor:
+        """[SEG] hidden states → SAM2 prompt embeddings, on the projector's device and dtype."""
+        weight = self.model.projector[0].weight
+        return self.model.projector(seg_states.to(device=weight.device, dtype=weight.dtype))
+
     def segment(self, features: ImageFeatures, seg_states: torch.Tensor, labels: list[str | None]) -> list[Segment]:
         """All objects of an answer in one batched mask-decoder call on cached image embeddings."""
-        projector = self.model.projector
+        prompts = self.project(seg_states)
         with torch.no_grad():
-            prompts = projector(seg_states.to(device=projector[0].weight.device, dtype=projector[0].weight.dtype))
             decoded = self.mask_decoder.decode(features, prompts)
             logits = self.mask_decoder.logits_at(decoded.low_res_logits, features.original_size)
         return [Segment(mask, float(iou), label, float(presence)) for mask, iou, presence, label in
@@ -326,7 +331,7 @@ class Conversation:
             reply.segments = self._video_segments(media, seg_states, parsed.labels[: seg_states.shape[0]],
                                                   video_run or media.options)
             return reply
-        features = self._sam_features(media, 0)
+        features = self.image_features(media)
         reply.segments = chat.segment(features, seg_states, parsed.labels[: seg_states.shape[0]])
         return reply
 
@@ -335,9 +340,7 @@ class Conversation:
         """Every object of the answer through one streaming SAM2 video session; the LLM frames' SAM2 features
         are cached in the media state for follow-ups."""
         chat = self.chat
-        projector = chat.model.projector
-        with torch.no_grad():
-            prompts = projector(seg_states.to(device=projector[0].weight.device, dtype=projector[0].weight.dtype))
+        prompts = chat.project(seg_states)
         for t in media.llm_indices:
             if t not in media.sam_features:
                 media.sam_features[t] = chat.video_segmenter.frame_features(np.asarray(media.images[
@@ -349,7 +352,12 @@ class Conversation:
         return [Segment(mask, score, label, float(np.nanmax(mask.presence)) if len(mask) else 0.0)
                 for mask, score, label in zip(result.masks, result.scores, labels)]
 
-    def _sam_features(self, media: _Media, frame: int) -> ImageFeatures:
-        if frame not in media.sam_features:
-            media.sam_features[frame] = self.chat.mask_decoder.encode(media.images[frame])
-        return media.sam_features[frame]
+    def image_features(self, media: "_Media | None" = None) -> ImageFeatures:
+        """SAM2 embeddings of the conversation's image (or `media`'s), encoded once and cached for later turns
+        and click refinement."""
+        media = media or self.media
+        if not isinstance(media, _Media):
+            raise InputError("There is no image in this conversation.")
+        if 0 not in media.sam_features:
+            media.sam_features[0] = self.chat.mask_decoder.encode(media.images[0])
+        return media.sam_features[0]
