@@ -25,6 +25,21 @@ def _rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def pillow13_resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """PIL bicubic resize to (width, height) with Pillow 13's pass order, whatever Pillow is installed.
+
+    Pillow resamples in two passes with an 8-bit image in between, so the order changes the result. Since
+    13.0 it runs the vertical pass first when the height shrinks by more than twice what the width does;
+    older versions always go horizontal first. The official outputs we match were computed with Pillow 13,
+    and gradio still pins Pillow below 13, so the passes are done one axis at a time here.
+    """
+    width, height = size
+    shrink_h = image.height - height
+    if shrink_h > 0 and shrink_h > 2 * (image.width - width):
+        return image.resize((image.width, height), Image.BICUBIC).resize(size, Image.BICUBIC)
+    return image.resize((width, image.height), Image.BICUBIC).resize(size, Image.BICUBIC)
+
+
 def _normalize(image: Image.Image) -> torch.Tensor:
     """ToTensor (/255) then ImageNet Normalize, in float32 like torchvision."""
     x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div(255)
@@ -58,18 +73,18 @@ def internvl_tiles(
     """InternVL dynamic tiling: [n, 3, tile, tile], row-major tiles then the thumbnail (if >1 tile)."""
     image = _rgb(image)
     cols, rows = internvl_grid(*image.size, tile=tile, min_tiles=min_tiles, max_tiles=max_tiles)
-    resized = image.resize((tile * cols, tile * rows), Image.BICUBIC)
+    resized = pillow13_resize(image, (tile * cols, tile * rows))
     crops = [
         resized.crop((c * tile, r * tile, (c + 1) * tile, (r + 1) * tile)) for r in range(rows) for c in range(cols)
     ]
     if thumbnail and len(crops) > 1:
-        crops.append(image.resize((tile, tile), Image.BICUBIC))
+        crops.append(pillow13_resize(image, (tile, tile)))
     return torch.stack([_normalize(c) for c in crops])
 
 
 def internvl_video_frame(image: Image.Image, tile: int = 448) -> torch.Tensor:
     """One video frame for the InternVL LLM: direct bicubic resize, no tiling. [1, 3, tile, tile]."""
-    return _normalize(_rgb(image).resize((tile, tile), Image.BICUBIC))[None]
+    return _normalize(pillow13_resize(_rgb(image), (tile, tile)))[None]
 
 
 def sam2_pixels(image: Image.Image, mode: str, size: int = SAM2_SIZE) -> torch.Tensor:
@@ -80,7 +95,7 @@ def sam2_pixels(image: Image.Image, mode: str, size: int = SAM2_SIZE) -> torch.T
     """
     if mode not in SAM2_PIXEL_MODES:
         raise ValueError(f"unknown SAM2 pixel mode {mode!r}; expected one of {SAM2_PIXEL_MODES}")
-    resized = _rgb(image).resize((size, size), Image.BICUBIC)
+    resized = pillow13_resize(_rgb(image), (size, size))
     x = torch.from_numpy(np.array(resized, dtype=np.uint8)).permute(2, 0, 1).contiguous()
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.bfloat16)[:, None, None]
     std = torch.tensor(IMAGENET_STD, dtype=torch.bfloat16)[:, None, None]
@@ -135,4 +150,4 @@ def qwen_resize(
         image = background
     image = _rgb(image)
     h, w = smart_resize(image.height, image.width, factor, min_pixels, max_pixels)
-    return image.resize((w, h), Image.BICUBIC)
+    return pillow13_resize(image, (w, h))
