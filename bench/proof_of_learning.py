@@ -18,7 +18,7 @@ from model.training.proof import ProofRecipe, build_proof
 
 def _score(model: Path, work: Path, name: str) -> dict:
     report = evaluate(["--model", str(model), "--data", str(work / "heldout" / "data.jsonl"),
-                       "--out", str(work / name), "--max-new-tokens", "64"])
+                       "--out", str(work / name), "--max-new-tokens", "96"])
     return report["metrics"]
 
 

@@ -30,6 +30,10 @@ def test_scene_structure(scenes):
         assert s.image.shape == (64, 64, 3) and s.image.dtype == np.uint8
         assert 2 <= len(s.objects) <= 4
         assert len({(o.colour, o.shape) for o in s.objects}) == len(s.objects)  # every object nameable
+        colours = [o.colour for o in s.objects]
+        if s.template != "odd_colour":
+            assert len(set(colours)) == len(colours)
+        assert all(colours.count(s.objects[t].colour) == 1 for t in s.targets)  # targets differ in colour
         assert count_seg(s.answer) == len(s.masks) == len(s.targets)
         total = np.zeros((64, 64), int)
         for obj, mask in zip(s.objects, s.object_masks):
@@ -66,11 +70,13 @@ def test_answer_names_an_object_that_fits_the_instruction(scenes):
             anchor = next(o for o in s.objects if f"left of the {o.colour} one" in s.instruction)
             assert target.center[0] < anchor.center[0]
             assert not [o for o in others if target.center[0] < o.center[0] < anchor.center[0]]
-        elif s.template == "same_colour":
+        elif s.template == "same_kind":
             a, b = (s.objects[t] for t in s.targets)
-            assert a.colour == b.colour and a.center[0] < b.center[0]
-            assert a.colour not in {o.colour for o in others}
-        if s.template != "same_colour":  # the grounded phrase right before [SEG] names the target
+            assert a.shape == b.shape and a.center[0] < b.center[0]
+            assert a.shape not in {o.shape for o in others}
+        listed = s.answer.split(".")[0].removeprefix("From left to right: ").replace(" and ", ", ").split(", ")
+        assert listed == [f"a {o.name}" for o in sorted(s.objects, key=lambda o: o.center[0])]
+        if s.template != "same_kind":  # the grounded phrase right before [SEG] names the target
             assert s.answer.endswith(f"<p>the {target.name}</p> [SEG].")
 
 

@@ -2,7 +2,10 @@
 
 Scenes are small and regular on purpose, so that a tiny randomly initialised model can learn the `[SEG]` path on
 CPU: 5 shapes, 5 colours, 2-4 non-overlapping objects on a light background, 7 instruction templates (one fixed
-phrasing each), answers that explain the choice and carry one `[SEG]` per target (two for `same_colour`).
+phrasing each), answers that explain the choice and carry one `[SEG]` per target (two for `same_kind`).
+Colours are unique within a scene except in `odd_colour`, where they are the point (its target's colour is still
+unique): the reasoning (corners, size, kind, position) is left to the language model, and the target named in the
+answer can be told apart in the pixels by its colour.
 Masks are exact: the image is painted from them, without antialiasing.
 Scene i depends only on (seed, i, size), so a longer run extends a shorter one with the same seed.
 
@@ -73,15 +76,9 @@ def _distinct(rng: np.random.Generator, pool: Sequence[str], k: int) -> list[str
     return [str(x) for x in rng.choice(list(pool), size=k, replace=False)]
 
 
-def _unique_pairs(rng: np.random.Generator, k: int) -> list[tuple[str, str]]:
-    """k objects whose (colour, shape) pairs are all different, so every object can be named."""
-    pairs = [(c, s) for c in COLOURS for s in CORNERS]
-    return [pairs[i] for i in rng.choice(len(pairs), size=k, replace=False)]
-
-
 def _most_corners(rng: np.random.Generator) -> tuple[_Spec, _Finish]:
     k = int(rng.integers(2, 5))
-    spec = [(s, str(rng.choice(list(COLOURS))), "normal") for s in _distinct(rng, CORNERS, k)]
+    spec = [(s, c, "normal") for s, c in zip(_distinct(rng, CORNERS, k), _distinct(rng, COLOURS, k))]
 
     def finish(objs: list[SceneObject]) -> tuple[list[int], str, str]:
         t = max(range(len(objs)), key=lambda i: CORNERS[objs[i].shape])
@@ -97,7 +94,7 @@ def _by_size(largest: bool) -> Callable[[np.random.Generator], tuple[_Spec, _Fin
 
     def template(rng: np.random.Generator) -> tuple[_Spec, _Finish]:
         k = int(rng.integers(2, 5))
-        spec = [(s, c, "normal") for c, s in _unique_pairs(rng, k)]
+        spec = [(str(rng.choice(list(CORNERS))), c, "normal") for c in _distinct(rng, COLOURS, k)]
         spec[0] = (spec[0][0], spec[0][1], "large" if largest else "small")
 
         def finish(objs: list[SceneObject]) -> tuple[list[int], str, str]:
@@ -150,18 +147,17 @@ def _left_of(rng: np.random.Generator) -> tuple[_Spec, _Finish]:
     return spec, finish
 
 
-def _same_colour(rng: np.random.Generator) -> tuple[_Spec, _Finish]:
+def _same_kind(rng: np.random.Generator) -> tuple[_Spec, _Finish]:
     k = int(rng.integers(3, 5))
-    colours = _distinct(rng, COLOURS, k - 1)
-    pair_shapes = _distinct(rng, CORNERS, 2)
-    spec = [(pair_shapes[0], colours[0], "normal"), (pair_shapes[1], colours[0], "normal")]
-    spec += [(str(rng.choice(list(CORNERS))), c, "normal") for c in colours[1:]]
+    colours = _distinct(rng, COLOURS, k)
+    pair_shape, *other_shapes = _distinct(rng, CORNERS, k - 1)
+    spec = [(pair_shape, colours[0], "normal"), (pair_shape, colours[1], "normal")]
+    spec += [(s, c, "normal") for s, c in zip(other_shapes, colours[2:])]
 
     def finish(objs: list[SceneObject]) -> tuple[list[int], str, str]:
         a, b = sorted((0, 1), key=lambda i: objs[i].center[0])
-        c = objs[a].colour
-        return [a, b], "Segment the two shapes that have the same colour.", (
-            f"The {objs[a].shape} and the {objs[b].shape} are both {c}: "
+        return [a, b], "Segment the two shapes of the same kind.", (
+            f"The {objs[a].colour} and the {objs[b].colour} shapes are both {pair_shape}s: "
             f"<p>the {objs[a].name}</p> [SEG] and <p>the {objs[b].name}</p> [SEG].")
     return spec, finish
 
@@ -173,7 +169,7 @@ TEMPLATES: dict[str, Callable[[np.random.Generator], tuple[_Spec, _Finish]]] = {
     "odd_colour": _odd_colour,
     "odd_shape": _odd_shape,
     "left_of": _left_of,
-    "same_colour": _same_colour,
+    "same_kind": _same_kind,
 }
 
 
@@ -233,7 +229,19 @@ def make_scene(seed: int, index: int, size: int = 96, template: str | None = Non
         image = np.clip(image.astype(np.int16) + rng.integers(-8, 9, size=(size, size, 1)), 0, 255).astype(np.uint8)
     for obj, mask in zip(objects, object_masks):
         image[mask] = COLOURS[obj.colour]
+    answer = f"{describe(objects)} {answer}"
     return Scene(image, instruction, answer, [object_masks[t] for t in targets], objects, object_masks, targets, name)
+
+
+def describe(objects: Sequence[SceneObject]) -> str:
+    """The scene's objects from left to right, the first sentence of every answer.
+
+    Answers look before they reason: naming every object first gives each scene dense supervision of what is
+    where, and the reasoning after it can refer back to words rather than to pixels.
+    """
+    names = [f"a {o.name}" for o in sorted(objects, key=lambda o: o.center[0])]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return f"From left to right: {listed}."
 
 
 def _clear_size_gap(template: str, object_masks: list[np.ndarray], targets: list[int]) -> bool:

@@ -37,9 +37,9 @@ SCENE_SIZE = 96
 class ProofRecipe:
     n_train: int = 2000
     n_heldout: int = 140
-    steps: int = 2500
+    steps: int = 3500
     batch_size: int = 8
-    lr: float = 1e-3
+    lr: float = 3e-4
     warmup_steps: int = 100
     seed: int = 0
     # From scratch the LM loss dominates the shared layers' Adam statistics and the [SEG] state collapses to one
