@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from model.data.masks import erode
 from model.errors import InputError
 from model.segchat import SegChat
 from model.segment import ImageFeatures, binary_masks
 
 _SEED_GRID = 128  # the seed search runs on a mask downscaled to about this size
-
-
-def _erode(mask: np.ndarray) -> np.ndarray:
-    inner = mask.copy()
-    inner[1:, :] &= mask[:-1, :]
-    inner[:-1, :] &= mask[1:, :]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    inner[[0, -1], :] = False
-    inner[:, [0, -1]] = False
-    return inner
 
 
 def interior_point(mask: np.ndarray) -> tuple[float, float] | None:
@@ -35,7 +25,7 @@ def interior_point(mask: np.ndarray) -> tuple[float, float] | None:
     if not small.any():
         small = mask
         step = 1
-    while (inner := _erode(small)).any():
+    while (inner := erode(small, border_is_outside=True)).any():
         small = inner
     ys, xs = np.nonzero(small)
     middle = len(ys) // 2

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from model.data.masks import erode
+
 
 def iou(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None) -> tuple[int, int]:
     """(intersection, union) pixel counts of two bool masks of equal shape; `ignore` pixels count in neither."""
@@ -84,12 +86,7 @@ class MetricAccumulator:
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
     """Mask pixels with a 4-neighbour outside the mask; the image border itself is not a boundary."""
-    inner = mask.copy()
-    inner[1:, :] &= mask[:-1, :]
-    inner[:-1, :] &= mask[1:, :]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    return mask & ~inner
+    return mask & ~erode(mask)
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:

@@ -92,3 +92,17 @@ def rasterize_polygon(points: np.ndarray, height: int, width: int) -> np.ndarray
     canvas = Image.new("1", (width, height), 0)
     ImageDraw.Draw(canvas).polygon([tuple(p) for p in points.tolist()], fill=1)
     return np.asarray(canvas, dtype=bool)
+
+
+def erode(mask: np.ndarray, border_is_outside: bool = False) -> np.ndarray:
+    """Mask pixels whose four neighbours are all in the mask (beyond the image border counts as inside unless
+    `border_is_outside`)."""
+    inner = mask.copy()
+    inner[1:, :] &= mask[:-1, :]
+    inner[:-1, :] &= mask[1:, :]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    if border_is_outside:
+        inner[[0, -1], :] = False
+        inner[:, [0, -1]] = False
+    return inner
