@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from model.data.synthetic import write_jsonl
@@ -27,9 +27,13 @@ from model.training.loop import TrainConfig, train
 from model.training.losses import LossWeights
 from model.training.trainable import FinetuneConfig
 
-PROOF_FAMILY = "qwen2_5_vl"
+# Qwen3-VL's vision tower adds learned absolute position embeddings to its patches, so image tokens say where
+# they are; Qwen2.5-VL's carries position only through the language model's M-RoPE.
+PROOF_FAMILY = "qwen3_vl"
+# rope_theta: at the default 5e5 and head_dim 16, M-RoPE turns one image column into a rotation of at most
+# 0.04 rad, too little to tell left from right on a 4 x 4 token grid; at 10 it is 0.56 rad.
 PROOF_TEXT_DIMS = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=8,
-                       num_key_value_heads=4, head_dim=16)
+                       num_key_value_heads=4, head_dim=16, rope_theta=10.0)
 SCENE_SIZE = 96
 
 
@@ -47,6 +51,12 @@ class ProofRecipe:
     weights: LossWeights = LossWeights(ce=1.0, bce=8.0, dice=4.0)
 
 
+def describe_recipe(recipe: ProofRecipe) -> dict:
+    """Everything that decides what `build_proof` produces, as it reads back from JSON (to spot a stale build)."""
+    described = {**asdict(recipe), "family": PROOF_FAMILY, "text_dims": PROOF_TEXT_DIMS, "scene_size": SCENE_SIZE}
+    return json.loads(json.dumps(described))
+
+
 def build_proof(work_dir: str | Path, recipe: ProofRecipe = ProofRecipe(), progress: bool = True) -> Path:
     """Run the whole recipe; returns the exported trained model folder."""
     work = Path(work_dir)
@@ -54,9 +64,9 @@ def build_proof(work_dir: str | Path, recipe: ProofRecipe = ProofRecipe(), progr
     write_jsonl(work / "heldout", recipe.n_heldout, seed=recipe.seed + 1, size=SCENE_SIZE)
     corpus = [text for line in train_jsonl.read_text().splitlines()
               for text in (json.loads(line)["instruction"], json.loads(line)["answer"])]
-    # min pixels 112²: a 96-px scene becomes 8 x 8 patches of 14 px, i.e. 16 image tokens after the 2 x 2 merge.
+    # 128² pixels: a 96-px scene becomes 8 x 8 patches of 16 px, i.e. 16 image tokens after the 2 x 2 merge.
     base = build_tiny(work / "base", PROOF_FAMILY, seed=recipe.seed, corpus=corpus, text_dims=PROOF_TEXT_DIMS,
-                      default_init_mask_path=True, qwen_min_pixels=112 * 112, qwen_max_pixels=112 * 112)
+                      default_init_mask_path=True, qwen_min_pixels=128 * 128, qwen_max_pixels=128 * 128)
     config = TrainConfig(
         model=str(base), data=[str(train_jsonl)], out=str(work / "run"),
         finetune=FinetuneConfig(mode="full", train_vision=True), max_steps=recipe.steps,
