@@ -39,6 +39,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, int | No
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--grad-accum", type=int, default=1)
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--projector-lr-scale", type=float, default=1.0, help="the [SEG] projector's LR is --lr x this")
+    p.add_argument("--separate-mask-optimizer", action="store_true",
+                   help="a second AdamW state for the mask losses (training from scratch; one process)")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--warmup-steps", type=int, default=0)
     p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
@@ -56,6 +59,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, int | No
     config = TrainConfig(
         model=a.model, data=a.data, out=a.out, finetune=finetune, weights=weights, quantization=a.quantization,
         epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size, grad_accum=a.grad_accum, lr=a.lr,
+        projector_lr_scale=a.projector_lr_scale, separate_mask_optimizer=a.separate_mask_optimizer,
         weight_decay=a.weight_decay, warmup_steps=a.warmup_steps, mixed_precision=a.mixed_precision,
         gradient_checkpointing=a.gradient_checkpointing, save_every=a.save_every, log_every=a.log_every,
         resume=a.resume, export=not a.no_export, cache_examples=a.cache, seed=a.seed)

@@ -17,6 +17,7 @@ from model.training.examples import ExampleDataset, collate, encode_example
 from model.training.losses import mask_losses
 from model.training.loop import TrainConfig, train
 from model.training.objective import SegObjective
+from model.training.optimizers import MaskOptimizer, param_groups
 from model.training.trainable import FinetuneConfig, apply_finetuning
 
 
@@ -130,10 +131,12 @@ def test_bad_training_samples_name_the_file(tiny_chats, scenes):
         encode_example(chat, small)
 
 
-def test_train_saves_resumes_and_exports(tiny_dirs, scenes, tmp_path):
+@pytest.mark.parametrize("separate", [False, True], ids=["one-optimizer", "separate-mask-optimizer"])
+def test_train_saves_resumes_and_exports(tiny_dirs, scenes, tmp_path, separate):
     config = TrainConfig(model=str(tiny_dirs["qwen2_5_vl"]), data=[str(scenes)], out=str(tmp_path / "straight"),
                          batch_size=2, max_steps=4, save_every=2, finetune=FinetuneConfig(lora_dropout=0.0), lr=1e-3,
-                         progress=False, log_every=1, export=False)
+                         progress=False, log_every=1, export=False, separate_mask_optimizer=separate,
+                         projector_lr_scale=3.0 if separate else 1.0)
     straight = train(config)
     assert [p.name for p in list_checkpoints(straight)] == ["checkpoint-2", "checkpoint-4"]
     # An interrupted run: the same folder as it was after step 2.
@@ -161,6 +164,34 @@ def test_train_saves_resumes_and_exports(tiny_dirs, scenes, tmp_path):
     assert not torch.equal(merged.model.get_input_embeddings().weight[seg], base.model.get_input_embeddings().weight[seg])
     reply = merged.new_conversation().ask("Segment the largest shape.", image=load_dataset(scenes)[0].media_path)
     assert isinstance(reply.text, str)
+
+
+def test_mask_optimizer_steps_on_the_mask_losses_only(tiny_dirs, scenes):
+    chat, objective = _objective(tiny_dirs["qwen3_vl"], FinetuneConfig(mode="full"))
+    model = chat.model
+    mask_optimizer = MaskOptimizer(param_groups(model, lr=1e-2, projector_lr_scale=10.0), weight_decay=0.0,
+                                   schedule=lambda step: 1.0, max_grad_norm=1.0)
+    assert [g["lr"] for g in mask_optimizer.optimizer.param_groups] == [1e-2, 1e-1]
+    parts = objective(_batch(chat, scenes, 2))
+    grads = mask_optimizer.take_gradients(parts.masks)
+    assert all(p.grad is None for p in model.parameters())  # .grad is left for the text loss
+    parts.text.backward()  # the graph is still there
+    model.zero_grad(set_to_none=True)
+
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    mask_optimizer.step(grads)
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert any(n.startswith("projector.") for n in moved)
+    assert any(n.startswith("sam2.mask_decoder.") for n in moved)
+    assert any(n.startswith("vlm.model.language_model.layers.") for n in moved)
+    assert not any(n.startswith("vlm.lm_head") for n in moved)  # only the text loss reaches the LM head
+
+
+def test_separate_mask_optimizer_refuses_gradient_accumulation(tiny_dirs, scenes, tmp_path):
+    config = TrainConfig(model=str(tiny_dirs["qwen2_5_vl"]), data=[str(scenes)], out=str(tmp_path / "run"),
+                         grad_accum=2, separate_mask_optimizer=True, progress=False)
+    with pytest.raises(ValueError, match="separate_mask_optimizer"):
+        train(config)
 
 
 def test_qlora_on_a_4bit_base_with_checkpointing_trains_and_exports(tiny_dirs, scenes, tmp_path):

@@ -35,14 +35,17 @@ def load_trainable(model: nn.Module, folder: Path) -> None:
             params[name].copy_(value)
 
 
-def save_checkpoint(run_dir: Path, model: nn.Module, optimizer, scheduler, state: dict, keep: int = 2) -> Path:
-    """Write `checkpoint-<step>` atomically (temp folder, then rename) and keep the newest `keep` of them."""
+def save_checkpoint(run_dir: Path, model: nn.Module, stateful: dict, state: dict, keep: int = 2) -> Path:
+    """Write `checkpoint-<step>` atomically (temp folder, then rename) and keep the newest `keep` of them.
+
+    `stateful` names the optimizers and schedulers whose `state_dict()` goes into `optimizer.pt`.
+    """
     final = run_dir / f"{_PREFIX}{state['step']}"
     tmp = run_dir / f".tmp-{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+    torch.save({name: obj.state_dict() for name, obj in stateful.items()}, tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps(state, indent=1))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -57,12 +60,15 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(_PREFIX):]))
 
 
-def resume_checkpoint(folder: Path, model: nn.Module, optimizer, scheduler) -> dict:
-    """Load a checkpoint into the (identically prepared) model, optimizer and scheduler; return its state."""
+def resume_checkpoint(folder: Path, model: nn.Module, stateful: dict) -> dict:
+    """Load a checkpoint into the (identically prepared) model and `stateful` objects; return its state."""
     load_trainable(model, folder)
     saved = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
+    missing = [name for name in stateful if name not in saved]
+    if missing:
+        raise RuntimeError(f"{folder}: the checkpoint has no state for {missing}; was it trained with other options?")
+    for name, obj in stateful.items():
+        obj.load_state_dict(saved[name])
     return json.loads((folder / "state.json").read_text())
 
 

@@ -20,6 +20,7 @@ from model.training.checkpoint import (export_merged, list_checkpoints, resume_c
 from model.training.examples import ExampleDataset, collate
 from model.training.losses import LossWeights
 from model.training.objective import SegObjective
+from model.training.optimizers import MaskOptimizer, param_groups
 from model.training.trainable import FinetuneConfig, apply_finetuning
 
 LOSS_LOG = "loss_log.jsonl"
@@ -38,6 +39,9 @@ class TrainConfig:
     batch_size: int = 1
     grad_accum: int = 1
     lr: float = 2e-4
+    projector_lr_scale: float = 1.0  # the [SEG] projector's learning rate is lr x this
+    # A second AdamW state for the mask losses (see model.training.optimizers); one process, no accumulation.
+    separate_mask_optimizer: bool = False
     weight_decay: float = 0.0
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
@@ -69,6 +73,9 @@ def train(config: TrainConfig) -> Path:
         raise ValueError("quantized training (QLoRA) needs the LoRA mode")
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision=config.mixed_precision,
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    if config.separate_mask_optimizer and (accelerator.num_processes > 1 or config.grad_accum > 1
+                                           or config.mixed_precision == "fp16"):
+        raise ValueError("separate_mask_optimizer needs one process, grad_accum 1 and no fp16 loss scaling")
     set_seed(config.seed)
     run_dir = Path(config.out)
     chat = SegChat.from_pretrained(config.model, device=accelerator.device,
@@ -84,14 +91,22 @@ def train(config: TrainConfig) -> Path:
     total = config.max_steps or config.epochs * steps_per_epoch
     objective = SegObjective(model, chat.family, chat.seg_token_id, config.weights).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, config.lr, config.projector_lr_scale),
+                                  weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config.warmup_steps, total))
+    stateful = {"optimizer": optimizer, "scheduler": scheduler}
+    mask_optimizer = None
+    if config.separate_mask_optimizer:
+        mask_optimizer = MaskOptimizer(param_groups(model, config.lr, config.projector_lr_scale),
+                                       config.weight_decay, _schedule(config.warmup_steps, total),
+                                       config.max_grad_norm)
+        stateful["mask_optimizer"] = mask_optimizer
     objective, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
 
     state = {"step": 0, "epoch": 0, "batches_done": 0, "elapsed_s": 0.0}
     found = list_checkpoints(run_dir) if config.resume else []
     if found:
-        state = resume_checkpoint(found[-1], model, optimizer, scheduler)
+        state = resume_checkpoint(found[-1], model, stateful)
     elif accelerator.is_main_process:
         write_run_config(run_dir, config.model, config.finetune,
                          {"train": {k: v for k, v in asdict(config).items() if k not in ("finetune",)}})
@@ -106,7 +121,7 @@ def train(config: TrainConfig) -> Path:
         state["elapsed_s"] = time.time() - started
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            save_checkpoint(run_dir, model, optimizer, scheduler, state, config.keep_checkpoints)
+            save_checkpoint(run_dir, model, stateful, state, config.keep_checkpoints)
 
     collate_fn = partial(collate, pad_id=chat.tokenizer.pad_token_id)
     while state["step"] < total:
@@ -117,12 +132,18 @@ def train(config: TrainConfig) -> Path:
         for batch in accelerator.skip_first_batches(loader, state["batches_done"]):
             with accelerator.accumulate(objective):
                 parts = objective(batch)
-                accelerator.backward(parts.total)
+                if mask_optimizer:
+                    mask_grads = mask_optimizer.take_gradients(parts.masks)
+                    accelerator.backward(parts.text)
+                else:
+                    accelerator.backward(parts.total)
                 if accelerator.sync_gradients and config.max_grad_norm:
                     accelerator.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
+                if mask_optimizer:
+                    mask_optimizer.step(mask_grads)
             state["batches_done"] += 1
             running.append(parts.as_floats())
             if not accelerator.sync_gradients:

@@ -16,11 +16,16 @@ class LossWeights:
 
 @dataclass
 class LossParts:
-    total: torch.Tensor
+    text: torch.Tensor  # weighted CE
+    masks: torch.Tensor  # weighted BCE + Dice
     ce: torch.Tensor
     bce: torch.Tensor
     dice: torch.Tensor
     n_masks: int
+
+    @property
+    def total(self) -> torch.Tensor:
+        return self.text + self.masks
 
     def as_floats(self) -> dict[str, float]:
         return {"loss": self.total.item(), "ce": self.ce.item(), "bce": self.bce.item(), "dice": self.dice.item()}
@@ -46,4 +51,4 @@ def combine(ce: torch.Tensor, bce_sum: torch.Tensor, dice_sum: torch.Tensor, n_m
     """Mask losses are averaged over the masks of the batch; a batch without masks trains the text alone."""
     n = max(n_masks, 1)
     bce, dice = bce_sum / n, dice_sum / n
-    return LossParts(weights.ce * ce + weights.bce * bce + weights.dice * dice, ce, bce, dice, n_masks)
+    return LossParts(weights.ce * ce, weights.bce * bce + weights.dice * dice, ce, bce, dice, n_masks)
