@@ -94,6 +94,7 @@ def train(config: TrainConfig) -> Path:
     optimizer = torch.optim.AdamW(param_groups(model, config.lr, config.projector_lr_scale),
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config.warmup_steps, total))
+    objective, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
     stateful = {"optimizer": optimizer, "scheduler": scheduler}
     mask_optimizer = None
     if config.separate_mask_optimizer:
@@ -101,7 +102,6 @@ def train(config: TrainConfig) -> Path:
                                        config.weight_decay, _schedule(config.warmup_steps, total),
                                        config.max_grad_norm)
         stateful["mask_optimizer"] = mask_optimizer
-    objective, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
 
     state = {"step": 0, "epoch": 0, "batches_done": 0, "elapsed_s": 0.0}
     found = list_checkpoints(run_dir) if config.resume else []
