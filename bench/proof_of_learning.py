@@ -14,6 +14,7 @@ import torch
 
 from model.evaluate import main as evaluate
 from model.training.proof import ProofRecipe, build_proof
+from model.training.vision_warmup import WARMUP_LOG
 
 
 def _score(model: Path, work: Path, name: str) -> dict:
@@ -35,7 +36,12 @@ def main() -> None:
     untrained = _score(args.work_dir / "base", args.work_dir, "eval-untrained")
     trained = _score(export, args.work_dir, "eval-trained")
 
-    print("\nloss curve (step, total, ce, bce, dice, elapsed s):")
+    print("\nvision warm-up (step, loss, shape / colour / size accuracy on training objects):")
+    for line in (args.work_dir / "warmed" / WARMUP_LOG).read_text().splitlines():
+        r = json.loads(line)
+        if r["step"] % 500 == 0:
+            print(f"  {r['step']:5d} {r['loss']:.3f} {r['shape_acc']:.3f} {r['colour_acc']:.3f} {r['size_acc']:.3f}")
+    print("loss curve (step, total, ce, bce, dice, elapsed s):")
     for line in (args.work_dir / "run" / "loss_log.jsonl").read_text().splitlines():
         r = json.loads(line)
         if r["step"] % 250 == 0 or r["step"] == args.steps:

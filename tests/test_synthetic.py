@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from model.data import count_seg, load_jsonl
-from model.data.synthetic import COLOURS, CORNERS, TEMPLATES, generate_scenes, main, make_scene, write_jsonl
+from model.data.synthetic import (COLOURS, CORNERS, TEMPLATES, area_class, generate_scenes, main, make_scene,
+                                  write_jsonl)
 
 
 def test_deterministic_by_seed_and_prefix_stable():
@@ -99,3 +100,14 @@ def test_cli_writes_dataset(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(tmp_path / "train.jsonl")
     lines = (tmp_path / "train.jsonl").read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[0])["image"] == "images/000000.png"
+
+
+def test_area_class_tells_the_size_classes_apart():
+    for index in range(40):
+        scene = make_scene(seed=2, index=index)
+        classes = [area_class(m) for m in scene.object_masks]
+        if scene.template in ("largest", "smallest"):
+            assert classes[scene.targets[0]] == ("large" if scene.template == "largest" else "small")
+            assert classes[:scene.targets[0]] + classes[scene.targets[0] + 1:] == ["normal"] * (len(classes) - 1)
+        else:
+            assert set(classes) == {"normal"}

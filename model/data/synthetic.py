@@ -38,7 +38,7 @@ _NUMBER_WORDS = {3: "three", 4: "four", 5: "five", 6: "six"}
 # Area of each shape per unit circumradius², used to give shapes a chosen pixel area whatever their kind.
 _UNIT_AREA = {k: math.pi if n == 0 else n / 2 * math.sin(2 * math.pi / n) for k, n in CORNERS.items()}
 # Object area as a fraction of the image area; the classes are far enough apart that "largest"/"smallest" is clear.
-_AREA = {"small": (0.009, 0.012), "normal": (0.025, 0.035), "large": (0.065, 0.080)}
+AREA_CLASSES = {"small": (0.009, 0.012), "normal": (0.025, 0.035), "large": (0.065, 0.080)}
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,7 @@ def make_scene(seed: int, index: int, size: int = 96, template: str | None = Non
     rng = np.random.default_rng([seed, index])
     for _ in range(100):
         spec, finish = TEMPLATES[name](rng)
-        radii = [size * math.sqrt(rng.uniform(*_AREA[cls]) / _UNIT_AREA[shape]) for shape, _, cls in spec]
+        radii = [size * math.sqrt(rng.uniform(*AREA_CLASSES[cls]) / _UNIT_AREA[shape]) for shape, _, cls in spec]
         centres = _layout(rng, radii, size, min_dx=0.12 * size if name == "left_of" else 0.0)
         objects = [SceneObject(shape, colour, c, r) for (shape, colour, _), c, r in zip(spec, centres, radii)]
         targets, instruction, answer = finish(objects)
@@ -231,6 +231,12 @@ def make_scene(seed: int, index: int, size: int = 96, template: str | None = Non
         image[mask] = COLOURS[obj.colour]
     answer = f"{describe(objects)} {answer}"
     return Scene(image, instruction, answer, [object_masks[t] for t in targets], objects, object_masks, targets, name)
+
+
+def area_class(mask: np.ndarray) -> str:
+    """The `AREA_CLASSES` entry nearest (in log area) to an object mask's share of the image."""
+    share = max(float(mask.mean()), 1e-6)
+    return min(AREA_CLASSES, key=lambda c: abs(math.log(share) - math.log(sum(AREA_CLASSES[c]) / 2)))
 
 
 def describe(objects: Sequence[SceneObject]) -> str:
