@@ -86,7 +86,7 @@ def warm_up_vision(model_dir: str | Path, out_dir: str | Path, scenes: Sequence[
     sizes = [len(classes) for classes in PROPERTIES.values()]
     head = nn.Linear(chat.model.vlm.config.text_config.hidden_size, sum(sizes))
     optimizer = torch.optim.AdamW([*vision_tower.parameters(), *head.parameters()], lr=lr)
-    order = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)
     out_dir = Path(out_dir)
     shutil.copytree(model_dir, out_dir, dirs_exist_ok=True)
     log_path = out_dir / WARMUP_LOG
@@ -94,7 +94,7 @@ def warm_up_vision(model_dir: str | Path, out_dir: str | Path, scenes: Sequence[
     with log_path.open("w") as log:
         running = []
         for step in tqdm(range(1, steps + 1), desc="vision warm-up", disable=not progress):
-            pixels, grid, weights, labels = objects.batch(order.integers(0, len(objects), batch_size).tolist())
+            pixels, grid, weights, labels = objects.batch(rng.integers(0, len(objects), batch_size).tolist())
             per_property = _object_logits(vision_tower, head, pixels, grid, weights).split(sizes, dim=1)
             loss = sum(F.cross_entropy(logits, labels[:, i]) for i, logits in enumerate(per_property))
             optimizer.zero_grad()
