@@ -76,7 +76,10 @@ def test_answer_names_an_object_that_fits_the_instruction(scenes):
             assert a.shape == b.shape and a.center[0] < b.center[0]
             assert a.shape not in {o.shape for o in others}
         listed = s.answer.split(".")[0].removeprefix("From left to right: ").replace(" and ", ", ").split(", ")
-        assert listed == [f"a {o.name}" for o in sorted(s.objects, key=lambda o: o.center[0])]
+        assert listed == [f"a {o.described}" for o in sorted(s.objects, key=lambda o: o.center[0])]
+        sized = [o for o in s.objects if o.size != "normal"]  # the listing names a size only where it decides
+        assert sized == ([target] if s.template in ("largest", "smallest") else [])
+        assert s.answer == f"{s.listing} {s.reasoning}"
         if s.template != "same_kind":  # the grounded phrase right before [SEG] names the target
             assert s.answer.endswith(f"<p>the {target.name}</p> [SEG].")
 

@@ -17,7 +17,7 @@ import argparse
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,10 +47,16 @@ class SceneObject:
     colour: str
     center: tuple[float, float]  # (x, y) in pixels
     radius: float  # circumradius in pixels
+    size: str = "normal"  # an AREA_CLASSES key
 
     @property
     def name(self) -> str:
         return f"{self.colour} {self.shape}"
+
+    @property
+    def described(self) -> str:
+        """The name with its size class when that is not the usual one ("small red circle")."""
+        return self.name if self.size == "normal" else f"{self.size} {self.name}"
 
 
 @dataclass
@@ -59,12 +65,17 @@ class Scene:
 
     image: np.ndarray  # HxWx3 uint8
     instruction: str
-    answer: str
+    listing: str  # the answer's first sentence: every object, left to right (see `describe`)
+    reasoning: str  # the rest of the answer, from the listing to the [SEG]s
     masks: list[np.ndarray]
     objects: list[SceneObject]
     object_masks: list[np.ndarray]  # one per object, same order
     targets: list[int]  # indices into `objects`, in [SEG] order
     template: str
+
+    @property
+    def answer(self) -> str:
+        return f"{self.listing} {self.reasoning}"
 
 
 # A template draws objects (shape, colour, size class) and returns, once the layout is known, the targets and text.
@@ -113,7 +124,7 @@ def _odd_colour(rng: np.random.Generator) -> tuple[_Spec, _Finish]:
 
     def finish(objs: list[SceneObject]) -> tuple[list[int], str, str]:
         return [0], "Segment the shape whose colour differs from all the others.", (
-            f"The other shapes are all {common}, but the {objs[0].shape} is {odd}: <p>the {objs[0].name}</p> [SEG].")
+            f"The other shapes are all {common}, but this one is {odd}: <p>the {objs[0].name}</p> [SEG].")
     return spec, finish
 
 
@@ -139,7 +150,7 @@ def _left_of(rng: np.random.Generator) -> tuple[_Spec, _Finish]:
     def finish(objs: list[SceneObject]) -> tuple[list[int], str, str]:
         order = sorted(range(3), key=lambda i: objs[i].center[0])
         for rank, i in enumerate(order):
-            objs[i] = SceneObject(objs[i].shape, colours[rank], objs[i].center, objs[i].radius)
+            objs[i] = replace(objs[i], colour=colours[rank])
         anchor, target = objs[order[anchor_rank]], order[anchor_rank - 1]
         return [target], f"Segment the shape just left of the {anchor.colour} one.", (
             f"The {objs[target].name} is the nearest shape on the left of the {anchor.name}: "
@@ -157,7 +168,7 @@ def _same_kind(rng: np.random.Generator) -> tuple[_Spec, _Finish]:
     def finish(objs: list[SceneObject]) -> tuple[list[int], str, str]:
         a, b = sorted((0, 1), key=lambda i: objs[i].center[0])
         return [a, b], "Segment the two shapes of the same kind.", (
-            f"The {objs[a].colour} and the {objs[b].colour} shapes are both {pair_shape}s: "
+            f"Two of the shapes are {pair_shape}s: "
             f"<p>the {objs[a].name}</p> [SEG] and <p>the {objs[b].name}</p> [SEG].")
     return spec, finish
 
@@ -215,8 +226,8 @@ def make_scene(seed: int, index: int, size: int = 96, template: str | None = Non
         spec, finish = TEMPLATES[name](rng)
         radii = [size * math.sqrt(rng.uniform(*AREA_CLASSES[cls]) / _UNIT_AREA[shape]) for shape, _, cls in spec]
         centres = _layout(rng, radii, size, min_dx=0.12 * size if name == "left_of" else 0.0)
-        objects = [SceneObject(shape, colour, c, r) for (shape, colour, _), c, r in zip(spec, centres, radii)]
-        targets, instruction, answer = finish(objects)
+        objects = [SceneObject(shape, colour, c, r, cls) for (shape, colour, cls), c, r in zip(spec, centres, radii)]
+        targets, instruction, reasoning = finish(objects)
         object_masks = [_shape_mask(o, size) for o in objects]
         if _clear_size_gap(name, object_masks, targets):
             break
@@ -229,8 +240,8 @@ def make_scene(seed: int, index: int, size: int = 96, template: str | None = Non
         image = np.clip(image.astype(np.int16) + rng.integers(-8, 9, size=(size, size, 1)), 0, 255).astype(np.uint8)
     for obj, mask in zip(objects, object_masks):
         image[mask] = COLOURS[obj.colour]
-    answer = f"{describe(objects)} {answer}"
-    return Scene(image, instruction, answer, [object_masks[t] for t in targets], objects, object_masks, targets, name)
+    return Scene(image, instruction, describe(objects), reasoning, [object_masks[t] for t in targets], objects,
+                 object_masks, targets, name)
 
 
 def area_class(mask: np.ndarray) -> str:
@@ -243,9 +254,10 @@ def describe(objects: Sequence[SceneObject]) -> str:
     """The scene's objects from left to right, the first sentence of every answer.
 
     Answers look before they reason: naming every object first gives each scene dense supervision of what is
-    where, and the reasoning after it can refer back to words rather than to pixels.
+    where, and the reasoning after it can refer back to words rather than to pixels. Every fact the reasoning
+    needs is in this sentence (kind, colour, order, and size where it is not the usual one).
     """
-    names = [f"a {o.name}" for o in sorted(objects, key=lambda o: o.center[0])]
+    names = [f"a {o.described}" for o in sorted(objects, key=lambda o: o.center[0])]
     listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     return f"From left to right: {listed}."
 
