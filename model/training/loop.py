@@ -20,7 +20,7 @@ from model.training.checkpoint import (export_merged, list_checkpoints, resume_c
 from model.training.examples import ExampleDataset, collate
 from model.training.losses import LossWeights
 from model.training.objective import SegObjective
-from model.training.optimizers import MaskOptimizer, param_groups
+from model.training.optimizers import MaskOptimizer, adamw, param_groups, warmup_cosine
 from model.training.trainable import FinetuneConfig, apply_finetuning
 
 LOSS_LOG = "loss_log.jsonl"
@@ -57,14 +57,6 @@ class TrainConfig:
     progress: bool = True
 
 
-def _schedule(warmup: int, total: int):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-    return factor
-
-
 def train(config: TrainConfig) -> Path:
     """Train, checkpoint, and export merged weights to `<out>/export` (returned; the run folder if export is off)."""
     from model.segchat import SegChat
@@ -91,15 +83,14 @@ def train(config: TrainConfig) -> Path:
     total = config.max_steps or config.epochs * steps_per_epoch
     objective = SegObjective(model, chat.family, chat.seg_token_id, config.weights).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(param_groups(model, config.lr, config.projector_lr_scale),
-                                  weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config.warmup_steps, total))
+    optimizer = adamw(param_groups(model, config.lr, config.projector_lr_scale), config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, total))
     objective, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
     stateful = {"optimizer": optimizer, "scheduler": scheduler}
     mask_optimizer = None
     if config.separate_mask_optimizer:
         mask_optimizer = MaskOptimizer(param_groups(model, config.lr, config.projector_lr_scale),
-                                       config.weight_decay, _schedule(config.warmup_steps, total),
+                                       config.weight_decay, warmup_cosine(config.warmup_steps, total),
                                        config.max_grad_norm)
         stateful["mask_optimizer"] = mask_optimizer
 

@@ -9,8 +9,6 @@ to right: a red square...", "the largest"); held-out scenes are never seen.
 """
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from tqdm.auto import tqdm
 
 from model.data.synthetic import AREA_CLASSES, COLOURS, CORNERS, Scene, area_class
+from model.training.warmup import train_and_save
 
 # What the head names about each object, and the classes of each.
 PROPERTIES = {"shape": list(CORNERS), "colour": list(COLOURS), "size": list(AREA_CLASSES)}
@@ -87,25 +85,16 @@ def warm_up_vision(model_dir: str | Path, out_dir: str | Path, scenes: Sequence[
     head = nn.Linear(chat.model.vlm.config.text_config.hidden_size, sum(sizes))
     optimizer = torch.optim.AdamW([*vision_tower.parameters(), *head.parameters()], lr=lr)
     rng = np.random.default_rng(seed)
-    out_dir = Path(out_dir)
-    shutil.copytree(model_dir, out_dir, dirs_exist_ok=True)
-    log_path = out_dir / WARMUP_LOG
     vision_tower.train()
-    with log_path.open("w") as log:
-        running = []
-        for step in tqdm(range(1, steps + 1), desc="vision warm-up", disable=not progress):
-            pixels, grid, weights, labels = objects.batch(rng.integers(0, len(objects), batch_size).tolist())
-            per_property = _object_logits(vision_tower, head, pixels, grid, weights).split(sizes, dim=1)
-            loss = sum(F.cross_entropy(logits, labels[:, i]) for i, logits in enumerate(per_property))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            running.append([loss.item()] + [(logits.argmax(1) == labels[:, i]).float().mean().item()
-                                            for i, logits in enumerate(per_property)])
-            if step % log_every == 0 or step == steps:
-                means = np.mean(running, axis=0).tolist()
-                accuracy = {f"{name}_acc": value for name, value in zip(PROPERTIES, means[1:])}
-                log.write(json.dumps({"step": step, "loss": means[0], **accuracy}) + "\n")
-                running = []
-    chat.model.save_pretrained(out_dir)
-    return out_dir
+
+    def step() -> dict[str, float]:
+        pixels, grid, weights, labels = objects.batch(rng.integers(0, len(objects), batch_size).tolist())
+        per_property = _object_logits(vision_tower, head, pixels, grid, weights).split(sizes, dim=1)
+        loss = sum(F.cross_entropy(logits, labels[:, i]) for i, logits in enumerate(per_property))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.item(), **{f"{name}_acc": (logits.argmax(1) == labels[:, i]).float().mean().item()
+                                        for i, (name, logits) in enumerate(zip(PROPERTIES, per_property))}}
+
+    return train_and_save(chat, model_dir, out_dir, WARMUP_LOG, step, steps, log_every, "vision warm-up", progress)
