@@ -1,7 +1,7 @@
 """Proof of learning, end to end: train the tiny model from scratch on synthetic scenes, then score the untrained
 and the trained model on held-out scenes by free generation. Prints the loss curve, timings and gIoU / cIoU.
 
-    python -m bench.proof_of_learning WORK_DIR [--steps N] [--threads 2]
+    python -m bench.proof_of_learning WORK_DIR [--steps N] [--seed S] [--threads 2]
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 
 from model.evaluate import main as evaluate
 from model.training.proof import ProofRecipe, build_proof
-from model.training.vision_warmup import WARMUP_LOG
+from model.training import language_warmup, vision_warmup
 
 
 def _score(model: Path, work: Path, name: str) -> dict:
@@ -27,17 +27,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("work_dir", type=Path)
     parser.add_argument("--steps", type=int, default=ProofRecipe.steps)
+    parser.add_argument("--seed", type=int, default=ProofRecipe.seed,
+                        help="seed of the training scenes and the model (the held-out scenes use seed + 1)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.time()
-    export = build_proof(args.work_dir, ProofRecipe(steps=args.steps))
+    export = build_proof(args.work_dir, ProofRecipe(steps=args.steps, seed=args.seed))
     train_s = time.time() - started
     untrained = _score(args.work_dir / "base", args.work_dir, "eval-untrained")
     trained = _score(export, args.work_dir, "eval-trained")
 
-    print("\nvision warm-up (step, loss, shape / colour / size accuracy on training objects):")
-    for line in (args.work_dir / "warmed" / WARMUP_LOG).read_text().splitlines():
+    print("\nlanguage warm-up (step, loss, next-token accuracy on the reasoning, [SEG] phrase accuracy):")
+    for line in (args.work_dir / "language" / language_warmup.WARMUP_LOG).read_text().splitlines():
+        r = json.loads(line)
+        if r["step"] % 250 == 0:
+            print(f"  {r['step']:5d} {r['loss']:.3f} {r['token_acc']:.3f} {r['phrase_acc']:.3f}")
+    print("vision warm-up (step, loss, shape / colour / size accuracy on training objects):")
+    for line in (args.work_dir / "warmed" / vision_warmup.WARMUP_LOG).read_text().splitlines():
         r = json.loads(line)
         if r["step"] % 500 == 0:
             print(f"  {r['step']:5d} {r['loss']:.3f} {r['shape_acc']:.3f} {r['colour_acc']:.3f} {r['size_acc']:.3f}")

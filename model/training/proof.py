@@ -1,10 +1,11 @@
 """Proof of learning: train a tiny SegChat from random initialisation on synthetic reasoning scenes.
 
-    python -m model.training.proof WORK_DIR [--steps N]
+    python -m model.training.proof WORK_DIR [--steps N] [--seed S]
 
 writes WORK_DIR/train, WORK_DIR/heldout (synthetic scenes, different seeds), WORK_DIR/base (the random model),
-WORK_DIR/warmed (the same with its vision tower warmed up, see `model.training.vision_warmup`), WORK_DIR/run
-(checkpoints, loss_log.jsonl) and WORK_DIR/run/export (the trained model, also the offline demo).
+WORK_DIR/language (its language model warmed up on text, see `model.training.language_warmup`), WORK_DIR/warmed
+(then its vision tower too, see `model.training.vision_warmup`), WORK_DIR/run (checkpoints, loss_log.jsonl) and
+WORK_DIR/run/export (the trained model, also the offline demo).
 Score both with `python -m model.evaluate --model WORK_DIR/base|WORK_DIR/run/export --data
 WORK_DIR/heldout/data.jsonl`.
 
@@ -22,8 +23,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from model.data.synthetic import generate_scenes, write_jsonl
+from model.data.synthetic import generate_scenes, make_scene, write_jsonl
 from model.tiny import build_tiny
+from model.training.language_warmup import ReasoningText, warm_up_language
 from model.training.loop import TrainConfig, train
 from model.training.losses import LossWeights
 from model.training.trainable import FinetuneConfig
@@ -43,11 +45,14 @@ SCENE_SIZE = 96
 class ProofRecipe:
     n_train: int = 5000
     n_heldout: int = 140
-    steps: int = 2500
+    steps: int = 2000
     batch_size: int = 8
     lr: float = 3e-4
     warmup_steps: int = 100
     seed: int = 0
+    language_scenes: int = 20000  # the training stream's first scenes, as text
+    language_warmup_steps: int = 2000
+    language_warmup_lr: float = 1e-3
     vision_warmup_steps: int = 5000
     vision_warmup_lr: float = 2e-3
     # From scratch, with one AdamW state the text loss's gradients drown the mask losses' in the language model
@@ -75,7 +80,11 @@ def build_proof(work_dir: str | Path, recipe: ProofRecipe = ProofRecipe(), progr
     # 128² pixels: a 96-px scene becomes 8 x 8 patches of 16 px, i.e. 16 image tokens after the 2 x 2 merge.
     base = build_tiny(work / "base", PROOF_FAMILY, seed=recipe.seed, corpus=corpus, text_dims=PROOF_TEXT_DIMS,
                       default_init_mask_path=True, qwen_min_pixels=128 * 128, qwen_max_pixels=128 * 128)
-    warmed = warm_up_vision(base, work / "warmed", generate_scenes(recipe.n_train, recipe.seed, SCENE_SIZE),
+    texts = [ReasoningText(s.instruction, s.listing, s.reasoning)
+             for s in (make_scene(recipe.seed, i, SCENE_SIZE) for i in range(recipe.language_scenes))]
+    language = warm_up_language(base, work / "language", texts, recipe.language_warmup_steps,
+                                lr=recipe.language_warmup_lr, seed=recipe.seed, progress=progress)
+    warmed = warm_up_vision(language, work / "warmed", generate_scenes(recipe.n_train, recipe.seed, SCENE_SIZE),
                             recipe.vision_warmup_steps, lr=recipe.vision_warmup_lr, seed=recipe.seed,
                             progress=progress)
     config = TrainConfig(
@@ -91,12 +100,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("work_dir", type=Path)
     parser.add_argument("--steps", type=int, default=ProofRecipe.steps)
+    parser.add_argument("--seed", type=int, default=ProofRecipe.seed,
+                        help="seed of the training scenes and the model (the held-out scenes use seed + 1)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    print(build_proof(args.work_dir, ProofRecipe(steps=args.steps)))
+    print(build_proof(args.work_dir, ProofRecipe(steps=args.steps, seed=args.seed)))
 
 
 if __name__ == "__main__":
