@@ -21,6 +21,7 @@ import argparse
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from itertools import chain
 from pathlib import Path
 
 from model.data.synthetic import generate_scenes, make_scene, write_jsonl
@@ -80,13 +81,13 @@ def build_proof(work_dir: str | Path, recipe: ProofRecipe = ProofRecipe(), progr
     # 128² pixels: a 96-px scene becomes 8 x 8 patches of 16 px, i.e. 16 image tokens after the 2 x 2 merge.
     base = build_tiny(work / "base", PROOF_FAMILY, seed=recipe.seed, corpus=corpus, text_dims=PROOF_TEXT_DIMS,
                       default_init_mask_path=True, qwen_min_pixels=128 * 128, qwen_max_pixels=128 * 128)
-    texts = [ReasoningText(s.instruction, s.listing, s.reasoning)
-             for s in (make_scene(recipe.seed, i, SCENE_SIZE) for i in range(recipe.language_scenes))]
+    scenes = generate_scenes(recipe.n_train, recipe.seed, SCENE_SIZE)
+    later = (make_scene(recipe.seed, i, SCENE_SIZE) for i in range(recipe.n_train, recipe.language_scenes))
+    texts = [ReasoningText(s.instruction, s.listing, s.reasoning) for s in chain(scenes, later)]
     language = warm_up_language(base, work / "language", texts, recipe.language_warmup_steps,
                                 lr=recipe.language_warmup_lr, seed=recipe.seed, progress=progress)
-    warmed = warm_up_vision(language, work / "warmed", generate_scenes(recipe.n_train, recipe.seed, SCENE_SIZE),
-                            recipe.vision_warmup_steps, lr=recipe.vision_warmup_lr, seed=recipe.seed,
-                            progress=progress)
+    warmed = warm_up_vision(language, work / "warmed", scenes, recipe.vision_warmup_steps,
+                            lr=recipe.vision_warmup_lr, seed=recipe.seed, progress=progress)
     config = TrainConfig(
         model=str(warmed), data=[str(train_jsonl)], out=str(work / "run"),
         finetune=FinetuneConfig(mode="full", train_vision=True), max_steps=recipe.steps,
