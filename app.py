@@ -66,7 +66,7 @@ def _demo_checkpoint() -> str:
 
 def load_chat(args: argparse.Namespace):
     """Load the model, or exit with a message saying what to do (never a traceback)."""
-    from model.loading import CheckpointError
+    from model.errors import SegChatError
     from model.segchat import SegChat
 
     source = _demo_checkpoint() if args.demo else args.model
@@ -74,13 +74,8 @@ def load_chat(args: argparse.Namespace):
     print(f"Loading {source} (quantization: {quantization or 'none'})...", file=sys.stderr)
     try:
         return SegChat.from_pretrained(source, device=args.device, quantization=quantization)
-    except CheckpointError as err:
+    except SegChatError as err:
         raise SystemExit(f"Could not load the model: {err}") from None
-    except (OSError, ValueError, RuntimeError) as err:
-        raise SystemExit(
-            f"Could not load the model {source!r} ({type(err).__name__}: {err}).\n"
-            "Pass --model with a local checkpoint folder or a SegChat/Sa2VA hub id, check --device, or try "
-            "--quantization 4bit when GPU memory is short.") from None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,11 +5,9 @@ from pathlib import Path
 
 import torch
 
+from model.errors import CheckpointError
+
 WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be found or loaded; the message says what to do."""
 
 
 def resolve_source(path_or_id: str | Path) -> Path:

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from model.errors import InputError, MediaError
-from model.loading import CheckpointError
+from model.errors import SegChatError
 from model.media import load_image
 from model.segchat import Reply, SegChat
 from model.visualize import overlay
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         image = load_image(args.image)
         chat = SegChat.from_pretrained(args.model, device=args.device, quantization=args.quantization)
         reply = chat.new_conversation().ask(args.instruction, image=image)
-    except (CheckpointError, MediaError, InputError) as err:
+    except SegChatError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(reply.text)

@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from model.data import DatasetError, load_jsonl, load_reasonseg, load_refcoco
+from model.errors import DatasetError
+from model.data import load_jsonl, load_reasonseg, load_refcoco
 
 
 def _image(path, h, w):

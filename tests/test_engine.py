@@ -230,7 +230,7 @@ def test_from_pretrained_picks_cpu_and_fp32_here(tiny_chats):
 
 
 def test_missing_checkpoint_gives_a_clear_error(tmp_path):
-    from model.loading import CheckpointError
+    from model.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="not a hub id"):
         SegChat.from_pretrained(tmp_path / "nope" / "deeper")

@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import SHARED, shared_path
 from model import SegChat
-from model.loading import CheckpointError
+from model.errors import CheckpointError
 from model.official import OfficialOutput, run
 
 ORACLES = sorted(p.parent.name for p in (SHARED / "oracle").glob("*/cases.json"))

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 
 from model import SegChat
 from model.data.auto import load_dataset
-from model.data.sample import DatasetError, Sample
+from model.errors import DatasetError
+from model.data.sample import Sample
 from model.data.synthetic import write_jsonl
 from model.training.checkpoint import list_checkpoints
 from model.training.examples import ExampleDataset, collate, encode_example

@@ -6,7 +6,8 @@ from pathlib import Path
 from model.data.jsonl import load_jsonl
 from model.data.reasonseg import load_reasonseg
 from model.data.refcoco import load_refcoco
-from model.data.sample import DatasetError, LazySamples
+from model.errors import DatasetError
+from model.data.sample import LazySamples
 
 FORMATS = ("jsonl", "refcoco", "reasonseg")
 

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from model.data.masks import decode_rle, image_size, read_png_mask, rle_size
-from model.data.sample import DatasetError, LazySamples, Sample, count_seg
+from model.errors import DatasetError
+from model.data.sample import LazySamples, Sample, count_seg
 
 _FRAME_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 

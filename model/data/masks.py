@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
-from model.data.sample import DatasetError
+from model.errors import DatasetError
 
 # PNG modes whose raw values are labels/indices rather than colours.
 _INDEX_MODES = {"1", "L", "P", "I", "I;16"}

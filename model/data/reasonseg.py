@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from model.data.masks import image_size, parse_polygon, rasterize_polygon
-from model.data.sample import DatasetError, LazySamples, Sample, count_seg
+from model.errors import DatasetError
+from model.data.sample import LazySamples, Sample, count_seg
 
 DEFAULT_ANSWER = "Sure, [SEG]."
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

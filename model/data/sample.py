@@ -1,4 +1,4 @@
-"""The common sample type shared by every dataset reader, and the reader error type."""
+"""The common sample type shared by every dataset reader."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -25,17 +25,6 @@ class Sample:
     masks: list[np.ndarray]
     ignore: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-class DatasetError(ValueError):
-    """A malformed annotation; the message starts with the offending file (and line, for JSONL)."""
-
-    def __init__(self, path: str | Path, problem: str, line: int | None = None) -> None:
-        self.path = Path(path)
-        self.problem = problem
-        self.line = line
-        where = f"{path}:{line}" if line is not None else str(path)
-        super().__init__(f"{where}: {problem}")
 
 
 def count_seg(text: str) -> int:

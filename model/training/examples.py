@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model.data.sample import DatasetError, Sample
+from model.errors import DatasetError
+from model.data.sample import Sample
 from model.families import VisionInputs
 from model.media import load_image
 from model.preprocess import sam2_pixels
