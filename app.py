@@ -67,7 +67,7 @@ def _demo_checkpoint() -> str:
 def load_chat(args: argparse.Namespace):
     """Load the model, or exit with a message saying what to do (never a traceback)."""
     from model.errors import SegChatError
-    from model.segchat import SegChat
+    from model.inference import SegChat
 
     source = _demo_checkpoint() if args.demo else args.model
     quantization = choose_quantization(args.quantization, args.device)

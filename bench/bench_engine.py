@@ -19,7 +19,7 @@ from PIL import Image
 from transformers import LogitsProcessor, Sam2VideoConfig
 
 from model.modeling import SegChatModel
-from model.segchat import SegChat
+from model.inference import SegChat
 from model.tiny import build_tokenizer, tiny_config
 
 SHARED_PHOTO = Path(__file__).resolve().parents[2] / "shared" / "data" / "images" / "groceries.jpg"
@@ -67,7 +67,7 @@ class Forced(LogitsProcessor):
 
 def answer_ids(chat: SegChat, n: int) -> list[int]:
     text = "Here: " + " and ".join(f"<p>object {k}</p> [SEG]" for k in range(n)) + ".<|im_end|>"
-    return chat.tokenizer(text, add_special_tokens=False)["input_ids"]
+    return chat.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def timed(fn, *args, **kwargs):
@@ -79,7 +79,8 @@ def timed(fn, *args, **kwargs):
 def ours(chat: SegChat, image: Image.Image, n: int) -> dict:
     chat.generate_options = {"logits_processor": [Forced(answer_ids(chat, n))]}
     sam_time = 0.0
-    encode, decode = chat.mask_decoder.encode, chat.mask_decoder.decode
+    segmenter = chat.segmenter
+    encode, segment = segmenter.encode, segmenter.segment
 
     def counted(fn):
         def run(*args, **kwargs):
@@ -89,11 +90,11 @@ def ours(chat: SegChat, image: Image.Image, n: int) -> dict:
             return out
         return run
 
-    chat.mask_decoder.encode, chat.mask_decoder.decode = counted(encode), counted(decode)
+    segmenter.encode, segmenter.segment = counted(encode), counted(segment)
     try:
         reply, total = timed(chat.new_conversation().ask, "Segment the objects.", image=image)
     finally:
-        chat.mask_decoder.encode, chat.mask_decoder.decode = encode, decode
+        del segmenter.encode, segmenter.segment
     assert len(reply.segments) == n
     # What the capture keeps: N vectors of the hidden size.
     kept = n * chat.model.config.text_hidden_size * 4
@@ -102,24 +103,25 @@ def ours(chat: SegChat, image: Image.Image, n: int) -> dict:
 
 def naive(chat: SegChat, image: Image.Image, n: int) -> dict:
     start = time.perf_counter()
-    vision = chat.family.encode_images([image])
-    prompt = chat.prompts.user_turn("Segment the objects.", chat.prompts.media_block(vision.runs))
-    inputs = chat.forward_inputs(torch.tensor([prompt]), vision)
-    out = chat.model.vlm.generate(**inputs, max_new_tokens=256, do_sample=False, output_hidden_states=True,
-                                  return_dict_in_generate=True, logits_processor=[Forced(answer_ids(chat, n))],
-                                  eos_token_id=chat.prompts.stop_ids, pad_token_id=chat.tokenizer.pad_token_id)
+    processor, model = chat.processor, chat.model
+    vision = processor.encode_images([image])
+    prompt = processor.user_turn("Segment the objects.", vision)
+    inputs = processor.model_inputs(torch.tensor([prompt]), vision, chat.device, model.vlm.dtype)
+    out = model.vlm.generate(**inputs, max_new_tokens=256, do_sample=False, output_hidden_states=True,
+                             return_dict_in_generate=True, logits_processor=[Forced(answer_ids(chat, n))],
+                             eos_token_id=processor.prompts.stop_ids, pad_token_id=processor.tokenizer.pad_token_id)
     kept = sum(t.numel() * t.element_size() for step in out.hidden_states for t in step)
     new_ids = out.sequences[0, len(prompt):].tolist()
     # hidden_states[i] holds the states of the token fed at step i; [SEG] generated at step i is fed at i + 1.
     states = torch.cat([out.hidden_states[i + 1][-1][0, -1:] for i, t in enumerate(new_ids[:-1])
-                        if t == chat.seg_token_id])
-    prompts = chat.model.projector(states)
+                        if t == processor.seg_token_id])
+    prompts = model.project(states)
     sam_start = time.perf_counter()
     with torch.no_grad():
         for k in range(n):  # SAM2 image features recomputed per [SEG]
-            features = chat.mask_decoder.encode(image)
-            decoded = chat.mask_decoder.decode(features, prompts[k : k + 1])
-            chat.mask_decoder.logits_at(decoded.low_res_logits, features.original_size)
+            features = chat.segmenter.encode(image)
+            decoded = model.decode_masks(features, prompts[k : k + 1])
+            model.upsample(decoded.low_res_logits, features.original_size)
     sam_time = time.perf_counter() - sam_start
     return {"sam2_s": sam_time, "total_s": time.perf_counter() - start, "capture_bytes": kept}
 

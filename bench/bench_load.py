@@ -19,7 +19,7 @@ GB = 1024**3
 _CHILD = """
 import json, resource, sys, torch
 from pathlib import Path
-from model.convert.checkpoint import convert_checkpoint
+from model.sa2va.convert.checkpoint import convert_checkpoint
 from model.modeling import SegChatModel
 mode, src, dst = sys.argv[1:4]
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -21,7 +21,7 @@ from chat.settings import AppSettings
 from chat.views import Progress, write_canvas, write_result_files
 from model.errors import InputError, MediaError
 from model.media import check_media_file, load_image
-from model.segchat import Reply
+from model.inference import Reply
 from model.video_io import probe_video, read_frames
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ import numpy as np
 
 from model.data.masks import erode
 from model.errors import InputError
-from model.segchat import SegChat
-from model.segment import ImageFeatures, binary_masks
+from model.inference import SegChat
+from model.modeling import ImageFeatures
 
 _SEED_GRID = 128  # the seed search runs on a mask downscaled to about this size
 
@@ -42,7 +42,4 @@ def refine_mask(chat: SegChat, features: ImageFeatures, clicks: list[tuple[float
         labels.insert(0, 1)
     if 1 not in labels:
         raise InputError("Click on the object first: an exclude click needs something to exclude from.")
-    decoder = chat.mask_decoder
-    decoded = decoder.decode_clicks(features, points, labels)
-    logits = decoder.logits_at(decoded.low_res_logits, features.original_size)
-    return binary_masks(logits)[0]
+    return chat.segmenter.refine(features, points, labels)

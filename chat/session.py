@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.segchat import Conversation, SegChat
+from model.inference import Conversation, SegChat
 
 
 @dataclass

@@ -17,7 +17,7 @@ from chat.handlers import VideoOptions
 from chat.session import Session, close_session
 from chat.settings import MIB, AppSettings
 from model.errors import InputError, MediaError
-from model.segchat import SegChat
+from model.inference import SegChat
 
 MODEL_WORK = "model"  # concurrency group of every event that runs the model
 

@@ -4,9 +4,10 @@ The public names are imported lazily so that light submodules (metrics, data rea
 """
 
 _PUBLIC = {
-    "SegChat": "model.segchat", "Conversation": "model.segchat", "Reply": "model.segchat",
-    "Segment": "model.segchat", "Limits": "model.segchat",
-    "InputError": "model.errors", "MediaError": "model.errors",
+    "SegChat": "model.inference", "Conversation": "model.inference", "Reply": "model.inference",
+    "Segment": "model.segmenters", "Limits": "model.processing", "SegChatProcessor": "model.processing",
+    "SegChatModel": "model.modeling", "SegChatError": "model.errors", "InputError": "model.errors",
+    "MediaError": "model.errors", "CheckpointError": "model.errors", "DatasetError": "model.errors",
 }
 __all__ = list(_PUBLIC)
 

@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> dict | None:
     from accelerate import Accelerator
 
     from model.evaluation.runner import run
-    from model.segchat import Limits, SegChat
+    from model.inference import Limits, SegChat
 
     accelerator = Accelerator()
     chat = SegChat.from_pretrained(args.model, device=accelerator.device, dtype=args.dtype,

@@ -1,4 +1,5 @@
-"""Find a checkpoint folder (local path or hub id) and choose device, dtype and quantization."""
+"""Find a checkpoint folder (local path or hub id), choose device, dtype and quantization, and load the model and
+its processor from it."""
 
 import json
 from pathlib import Path
@@ -6,6 +7,8 @@ from pathlib import Path
 import torch
 
 from model.errors import CheckpointError
+from model.modeling import VISION_PREFIXES, SegChatModel
+from model.processing import Limits, SegChatProcessor
 
 WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
 
@@ -53,18 +56,18 @@ def check_weights_format(folder: Path, allow_pickle: bool = False) -> None:
 
 def prepare_checkpoint(path_or_id: str | Path, allow_pickle: bool = False) -> Path:
     """A native SegChat folder for a folder or hub id: as is, or, for an official Sa2VA checkpoint, its
-    converted copy in the cache (converted on first use, see `model.convert.checkpoint`)."""
+    converted copy in the cache (converted on first use, see `model.sa2va.convert.checkpoint`)."""
     folder = resolve_source(path_or_id)
     config = read_config(folder)
     check_weights_format(folder, allow_pickle)
-    from model.convert.sa2va import is_sa2va_config
+    from model.sa2va.convert.sa2va import is_sa2va_config
 
     if not is_sa2va_config(config):
         return folder
     if not any(folder.glob("*.safetensors")):
         raise CheckpointError(f"{folder} is a Sa2VA checkpoint without safetensors weights; the converter reads "
                               "safetensors only.")
-    from model.convert.checkpoint import cached_conversion
+    from model.sa2va.convert.checkpoint import cached_conversion
 
     return cached_conversion(folder)
 
@@ -90,8 +93,7 @@ def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.d
 
 
 # Module-name prefixes never quantized: the mask side, the vision side and the output head.
-QUANTIZATION_SKIP = ["sam2", "projector", "vlm.lm_head", "vlm.model.visual", "vlm.model.vision_tower",
-                     "vlm.model.multi_modal_projector"]
+QUANTIZATION_SKIP = ["sam2", "projector", "vlm.lm_head", *VISION_PREFIXES]
 
 
 def quantization_config(kind: str | None, compute_dtype: torch.dtype):
@@ -112,3 +114,23 @@ def quantization_config(kind: str | None, compute_dtype: torch.dtype):
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype,
                                   bnb_4bit_use_double_quant=True, llm_int8_skip_modules=QUANTIZATION_SKIP)
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=QUANTIZATION_SKIP)
+
+
+def load_model_and_processor(path_or_id: str | Path, device: str | torch.device | None = None,
+                             dtype: str | torch.dtype | None = None, quantization: str | None = None,
+                             allow_pickle: bool = False,
+                             limits: Limits | None = None) -> tuple[SegChatModel, SegChatProcessor]:
+    """A checkpoint's model and processor (see `SegChat.from_pretrained` for the arguments); failures raise
+    `CheckpointError`."""
+    folder = prepare_checkpoint(path_or_id, allow_pickle)
+    device = pick_device(device)
+    dtype = pick_dtype(dtype, device)
+    quant = quantization_config(quantization, dtype)
+    try:
+        model = SegChatModel.from_pretrained(folder, dtype=dtype, device_map=str(device), quantization_config=quant,
+                                             use_safetensors=None if allow_pickle else True)
+        processor = SegChatProcessor.from_pretrained(folder, model.config, limits)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path_or_id}: the checkpoint could not be loaded ({type(err).__name__}: {err})."
+                              ) from err
+    return model, processor

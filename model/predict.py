@@ -12,7 +12,7 @@ from PIL import Image
 
 from model.errors import SegChatError
 from model.media import load_image
-from model.segchat import Reply, SegChat
+from model.inference import Reply, SegChat
 from model.visualize import overlay
 
 

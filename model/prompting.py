@@ -8,11 +8,9 @@ inserted by code only.
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
+from importlib.resources import files
 
 from transformers import PreTrainedTokenizerBase
-
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
 
 @dataclass(frozen=True)
@@ -31,9 +29,14 @@ class MediaLayout:
     content: str
 
 
+def _read(name: str) -> str:
+    """A file of the `prompts` package (installed as package data, or beside the source tree)."""
+    return files("prompts").joinpath(name).read_text(encoding="utf-8")
+
+
 @lru_cache
 def _load(name: str) -> dict:
-    return json.loads((PROMPTS_DIR / name).read_text())
+    return json.loads(_read(name))
 
 
 def load_template(name: str) -> ChatTemplate:
@@ -49,7 +52,7 @@ def load_media_layout(family: str) -> MediaLayout:
 
 
 def default_system_prompt() -> str:
-    return (PROMPTS_DIR / "system.txt").read_text().strip()
+    return _read("system.txt").strip()
 
 
 def _split(template: str, field: str) -> tuple[str, str]:

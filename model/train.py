@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from model.training.loop import TrainConfig, train
-from model.training.losses import LossWeights
+from model.losses import LossWeights
 from model.training.trainable import MODES, FinetuneConfig
 
 

@@ -36,8 +36,8 @@ from transformers import Sam2VideoInferenceSession, Sam2VideoModel
 
 from model.errors import InputError, MediaError
 from model.media import ImageSource, MediaLimits
-from model.preprocess import sam2_pixels
-from model.segment import ImageFeatures, MaskDecoder
+from model.modeling import ImageFeatures, SegChatModel
+from model.processing import SegChatProcessor
 from model.video_io import VideoLimits, frame_times, frames_from_list, iter_frames, probe_video, read_frames, \
     sample_indices
 
@@ -297,18 +297,17 @@ class VideoSegmentation:
 class VideoSegmenter:
     """Runs [SEG] prompts through a SAM2 video session over a `VideoClip`, streaming."""
 
-    def __init__(self, sam2: Sam2VideoModel, pixel_mode: str = "fp32"):
-        self.sam2 = sam2
-        self.pixel_mode = pixel_mode
-        self.decoder = MaskDecoder(sam2, pixel_mode)
+    def __init__(self, model: SegChatModel, processor: SegChatProcessor):
+        self.model = model
+        self.sam2 = model.sam2
+        self.processor = processor
 
     @property
     def _param(self) -> torch.Tensor:
         return next(self.sam2.parameters())
 
     def pixels(self, frame: np.ndarray) -> torch.Tensor:
-        image = Image.fromarray(frame)
-        pixels = sam2_pixels(image, mode=self.pixel_mode, size=self.sam2.config.image_size)
+        pixels = self.processor.sam_pixels(Image.fromarray(frame), "video")
         return pixels.to(device=self._param.device, dtype=self._param.dtype)
 
     @torch.inference_mode()
@@ -328,7 +327,7 @@ class VideoSegmenter:
         """Image decoding of every object on every LLM frame: (object scores [F, N], IoUs [F, N]) by frame order."""
         scores, ious = [], []
         for t in sorted(features):
-            decoded = self.decoder.decode(self.image_features(features[t], size), prompts)
+            decoded = self.model.decode_masks(self.image_features(features[t], size), prompts)
             scores.append(decoded.object_scores)
             ious.append(decoded.iou_scores)
         return torch.stack(scores), torch.stack(ious)
@@ -373,7 +372,7 @@ class VideoSegmenter:
         first = keys[0]
 
         def record(t: int, out) -> None:
-            logits = self.decoder.logits_at(out.pred_masks[:, 0].float(), clip.size)
+            logits = self.model.upsample(out.pred_masks[:, 0].float(), clip.size)
             presence = out.object_score_logits.reshape(-1).float().cpu().numpy()
             for i, m in enumerate((logits > 0).cpu().numpy()):
                 masks[i].set(t, m, float(presence[i]))

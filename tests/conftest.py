@@ -53,7 +53,7 @@ class ScriptedAnswer(LogitsProcessor):
 
 def script(chat, text: str) -> list[int]:
     """Token ids of an answer written with markup, e.g. 'It is <p>red</p> [SEG].<|im_end|>'."""
-    return chat.tokenizer(text, add_special_tokens=False)["input_ids"]
+    return chat.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 @pytest.fixture

@@ -123,7 +123,7 @@ def test_refine_reuses_cached_embeddings_and_never_calls_the_llm(chat, tmp_path,
     run(handlers.ask(session, "segment", [write_image(tmp_path / "a.png")]))
     before = session.last_result.masks[1].copy()
     monkeypatch.setattr(chat, "generate", lambda *a, **k: pytest.fail("refinement called the LLM"))
-    monkeypatch.setattr(chat.mask_decoder, "encode", lambda *a, **k: pytest.fail("refinement re-encoded"))
+    monkeypatch.setattr(chat.segmenter, "encode", lambda *a, **k: pytest.fail("refinement re-encoded"))
     old_files = handlers.downloads(session)
     result = handlers.refine(session, 1, 10, 20, include=True)
     assert result.clicks == {1: [(10.0, 20.0, 1)]}

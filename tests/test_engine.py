@@ -33,7 +33,7 @@ def test_answer_with_two_objects_gives_labelled_masks_at_original_size(tiny_chat
     for segment in reply.segments:
         assert segment.mask.shape == (61, 97) and segment.mask.dtype == bool
         assert 0.0 <= segment.score <= 1.5
-    assert reply.token_ids == chat.tokenizer(TWO_OBJECTS, add_special_tokens=False)["input_ids"]
+    assert reply.token_ids == chat.processor.tokenizer(TWO_OBJECTS, add_special_tokens=False)["input_ids"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -41,14 +41,14 @@ def test_seg_capture_during_generate_equals_output_hidden_states(tiny_chats, scr
     chat = scripted(tiny_chats[family], "Sure, [SEG] and [SEG].<|im_end|>")
     conv = chat.new_conversation()
     image = Image.fromarray(IMAGE)
-    vision = chat.family.encode_images([image])
-    prompt = chat.prompts.user_turn("Segment two things.", chat.prompts.media_block(vision.runs))
+    vision = chat.processor.encode_images([image])
+    prompt = chat.processor.user_turn("Segment two things.", vision)
     new_ids, captured = chat.generate(prompt, vision)
 
-    inputs = chat.forward_inputs(torch.tensor([prompt + new_ids]), vision)
+    inputs = chat.processor.model_inputs(torch.tensor([prompt + new_ids]), vision, chat.device, chat.model.vlm.dtype)
     with torch.no_grad():
         out = chat.model.vlm(**inputs, output_hidden_states=True)
-    positions = [len(prompt) + i for i, t in enumerate(new_ids) if t == chat.seg_token_id]
+    positions = [len(prompt) + i for i, t in enumerate(new_ids) if t == chat.processor.seg_token_id]
     reference = out.hidden_states[-1][0, positions]  # transformers 5 returns the final-norm output last
     if chat.model.config.seg_hidden_state == "last_layer":
         captured = chat.model.vlm.model.language_model.norm(captured)
@@ -64,15 +64,15 @@ def test_seg_as_last_generated_token_gets_its_state_from_one_more_forward(tiny_c
         reply = chat.new_conversation().ask("Segment it.", image=IMAGE)
     finally:
         chat.limits.max_new_tokens = 512
-    assert reply.token_ids[-1] == chat.seg_token_id
+    assert reply.token_ids[-1] == chat.processor.seg_token_id
     assert len(reply.segments) == 1
 
 
 def test_capture_keeps_only_seg_rows_not_every_layer(tiny_chats):
     chat = tiny_chats["internvl"]
     vlm = chat.model.vlm
-    ids = torch.tensor([[5, chat.seg_token_id, 7, chat.seg_token_id, 9]])
-    with torch.no_grad(), chat.family.seg_capture(vlm, chat.seg_token_id, skip_first=False) as c:
+    ids = torch.tensor([[5, chat.processor.seg_token_id, 7, chat.processor.seg_token_id, 9]])
+    with torch.no_grad(), chat.model.seg_capture(chat.processor.seg_token_id, skip_first=False) as c:
         vlm(input_ids=ids)
     assert [s.shape for s in c.states] == [(2, chat.model.config.text_hidden_size)]
 
@@ -80,11 +80,12 @@ def test_capture_keeps_only_seg_rows_not_every_layer(tiny_chats):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_batched_decoding_equals_per_object_decoding(tiny_chats, family):
     chat = tiny_chats[family]
-    features = chat.mask_decoder.encode(Image.fromarray(IMAGE))
+    features = chat.segmenter.encode(Image.fromarray(IMAGE))
     prompts = torch.randn(5, chat.model.config.prompt_dim)
-    batched = chat.mask_decoder.decode(features, prompts)
-    for k in range(5):
-        single = chat.mask_decoder.decode(features, prompts[k : k + 1])
+    with torch.no_grad():
+        batched = chat.model.decode_masks(features, prompts)
+        singles = [chat.model.decode_masks(features, prompts[k : k + 1]) for k in range(5)]
+    for k, single in enumerate(singles):
         torch.testing.assert_close(batched.low_res_logits[k], single.low_res_logits[0], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(batched.iou_scores[k], single.iou_scores[0], atol=1e-6, rtol=1e-6)
 
@@ -110,7 +111,7 @@ def test_follow_up_sees_the_earlier_turns(tiny_chats, scripted):
     after_first = list(conv.history)
     conv.ask("Which one is the ripest?")
     assert conv.history[: len(after_first)] == after_first
-    assert chat.tokenizer.decode(conv.history).count("Which one is the ripest?") == 1
+    assert chat.processor.tokenizer.decode(conv.history).count("Which one is the ripest?") == 1
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -122,12 +123,12 @@ def test_typed_control_tokens_stay_plain_text(tiny_chats, scripted, family):
     clean = list(conv.history)
     conv.ask(hostile)
     added = conv.history[len(clean):]
-    special = set(chat.tokenizer.all_special_ids)
-    template_ids = chat.prompts.user_turn("") + chat.prompts.answer_end()
-    expected_specials = sorted(t for t in template_ids + chat.tokenizer("No.<|im_end|>")["input_ids"]
+    special = set(chat.processor.tokenizer.all_special_ids)
+    template_ids = chat.processor.prompts.user_turn("") + chat.processor.prompts.answer_end()
+    expected_specials = sorted(t for t in template_ids + chat.processor.tokenizer("No.<|im_end|>")["input_ids"]
                                if t in special)
     assert sorted(t for t in added if t in special) == expected_specials
-    assert hostile in chat.tokenizer.decode(added)
+    assert hostile in chat.processor.tokenizer.decode(added)
 
 
 def test_no_seg_in_the_answer_means_no_segments(tiny_chats, scripted):
@@ -248,9 +249,9 @@ def test_the_model_never_generates_media_placeholders(tiny_chats, family):
         replies = [conv.ask("Describe the picture.", image=IMAGE), conv.ask("And then?")]
     finally:
         chat.limits.max_new_tokens = 512
-    assert chat.unspeakable_ids
+    assert chat.processor.unspeakable_ids
     for reply in replies:
-        assert not set(reply.token_ids) & set(chat.unspeakable_ids)
+        assert not set(reply.token_ids) & set(chat.processor.unspeakable_ids)
 
 
 def test_pixel_mode_reads_one_mode_or_a_per_media_pair(tiny_dirs):

@@ -18,4 +18,4 @@ def test_a_toy_recipe_runs_every_stage_and_exports_a_loadable_model(tmp_path):
     trained = json.loads((tmp_path / "run" / "run_config.json").read_text())
     assert trained["base_model"] == str(tmp_path / "warmed")  # the main training starts from both warm-ups
     chat = SegChat.from_pretrained(export)
-    assert chat.family.name == "qwen_vl"
+    assert chat.processor.family.name == "qwen_vl"

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.convert.internvl_keys import split_internlm2_wqkv
-from model.convert.sa2va import convert_config, detect_flavour, is_sa2va_config, load_sa2va_modules, read_shapes
-from model.convert.sam2_keys import rename_sam2_key
+from model.sa2va.convert.internvl_keys import split_internlm2_wqkv
+from model.sa2va.convert.sa2va import convert_config, detect_flavour, is_sa2va_config, load_sa2va_modules, read_shapes
+from model.sa2va.convert.sam2_keys import rename_sam2_key
 
 ORACLE_ROOT = Path(__file__).resolve().parents[2] / "shared" / "oracle"
 ORACLES = sorted(

@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import SHARED, shared_path
 from model import SegChat
 from model.errors import CheckpointError
-from model.official import OfficialOutput, run
+from model.sa2va.official import OfficialOutput, predict_forward
 
 ORACLES = sorted(p.parent.name for p in (SHARED / "oracle").glob("*/cases.json"))
 CASES = [(name, case["name"]) for name in ORACLES
@@ -37,9 +37,9 @@ class Oracle:
         self.folder = shared_path("oracle", name)
         self.cases = {c["name"]: c for c in json.loads((self.folder / "cases.json").read_text())["cases"]}
         self.chat = SegChat.from_pretrained(self.folder, device="cpu", dtype="fp32")
-        self._encode = self.chat.mask_decoder.encode
+        self._encode = self.chat.segmenter.encode
         self._features: dict = {}
-        self.chat.mask_decoder.encode = self._cached_encode  # follow-ups re-send the same image
+        self.chat.segmenter.encode = self._cached_encode  # follow-ups re-send the same image
         self._outputs: dict[str, OfficialOutput] = {}
 
     def _cached_encode(self, image: Image.Image):
@@ -54,8 +54,9 @@ class Oracle:
             image = Image.open(self.folder / case["image"]) if case.get("image") else None
             video = [Image.open(self.folder / p) for p in case["video"]] if case.get("video") else None
             with torch.no_grad():
-                self._outputs[name] = run(self.chat, image=image, video=video, text=case["text"],
-                                          past_text=case["past_text"])
+                self._outputs[name] = predict_forward(self.chat.model, self.chat.processor, image=image, video=video,
+                                                      text=case["text"], past_text=case["past_text"],
+                                                      segmenter=self.chat.segmenter)
         return self._outputs[name]
 
     def reference(self, name: str, *stems: str) -> np.ndarray | None:
@@ -157,7 +158,7 @@ def test_predict_forward_returns_the_official_dict(oracles):
 
 
 def test_convert_cli_output_loads_natively(oracles, tmp_path):
-    from model.convert.__main__ import main
+    from model.sa2va.convert.__main__ import main
 
     o = oracles(ORACLES[0])
     dst = tmp_path / "native"

@@ -15,9 +15,8 @@ from model.data.sample import Sample
 from model.data.synthetic import write_jsonl
 from model.training.checkpoint import list_checkpoints
 from model.training.examples import ExampleDataset, collate, encode_example
-from model.training.losses import mask_losses
+from model.losses import mask_losses
 from model.training.loop import TrainConfig, train
-from model.training.objective import SegObjective
 from model.training.optimizers import MaskOptimizer, param_groups
 from model.training.trainable import FinetuneConfig, apply_finetuning
 
@@ -28,14 +27,16 @@ def scenes(tmp_path_factory):
 
 
 def _objective(path, finetune: FinetuneConfig):
+    """A fine-tunable model and its training forward on a batch."""
     chat = SegChat.from_pretrained(path)
-    apply_finetuning(chat.model, chat.seg_token_id, finetune)
-    return chat, SegObjective(chat.model, chat.family, chat.seg_token_id).train()
+    apply_finetuning(chat.model, chat.processor.seg_token_id, finetune)
+    model = chat.model.train()
+    return chat, lambda batch: model(**batch.model_inputs(chat.device, model.vlm.dtype))
 
 
 def _batch(chat, scenes, n=4):
-    data = ExampleDataset(chat, load_dataset(scenes))
-    return collate([data[i] for i in range(n)], chat.tokenizer.pad_token_id)
+    data = ExampleDataset(chat.processor, load_dataset(scenes))
+    return collate([data[i] for i in range(n)], chat.processor)
 
 
 def test_mask_losses_by_hand():
@@ -58,11 +59,11 @@ def test_loss_decreases_with_lora(tiny_dirs, scenes):
     torch.manual_seed(0)
     chat, objective = _objective(tiny_dirs["qwen2_5_vl"], FinetuneConfig(mode="lora", lora_dropout=0.0))
     batch = _batch(chat, scenes, 3)
-    optimizer = torch.optim.AdamW([p for p in objective.parameters() if p.requires_grad], lr=3e-3)
+    optimizer = torch.optim.AdamW([p for p in chat.model.parameters() if p.requires_grad], lr=3e-3)
     losses = []
     for _ in range(4):
         parts = objective(batch)
-        parts.total.backward()
+        parts.loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         losses.append(parts.as_floats())
@@ -78,7 +79,7 @@ def _grads(model):
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "internvl"])
 def test_lora_gradients_reach_exactly_the_intended_parameters(tiny_dirs, scenes, family):
     chat, objective = _objective(tiny_dirs[family], FinetuneConfig(mode="lora", lora_dropout=0.0))
-    objective(_batch(chat, scenes, 2)).total.backward()
+    objective(_batch(chat, scenes, 2)).loss.backward()
     model = chat.model
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     for name in trainable:
@@ -90,7 +91,7 @@ def test_lora_gradients_reach_exactly_the_intended_parameters(tiny_dirs, scenes,
     assert any(n.startswith("sam2.mask_decoder.") for n in touched)
     assert any("language_model.layers" in n and "lora_B" in n for n in touched)
     # The [SEG] row of the input embedding and of the output head, and only that row.
-    seg = chat.seg_token_id
+    seg = chat.processor.seg_token_id
     for name in ("embed_tokens.token_adapter.trainable", "lm_head.token_adapter.trainable"):
         (delta,) = [p for n, p in model.named_parameters() if name in n]
         assert delta.shape[0] == 1 and delta.grad.abs().sum() > 0
@@ -99,12 +100,12 @@ def test_lora_gradients_reach_exactly_the_intended_parameters(tiny_dirs, scenes,
 
 def test_full_mode_trains_the_vision_side_only_when_asked(tiny_dirs, scenes):
     chat, objective = _objective(tiny_dirs["qwen2_5_vl"], FinetuneConfig(mode="full"))
-    objective(_batch(chat, scenes, 2)).total.backward()
+    objective(_batch(chat, scenes, 2)).loss.backward()
     touched = _grads(chat.model)
     assert any(n.startswith("vlm.model.language_model.layers.") for n in touched)
     assert not any(n.startswith(("vlm.model.visual", "sam2.vision_encoder", "sam2.prompt_encoder")) for n in touched)
     chat, objective = _objective(tiny_dirs["qwen2_5_vl"], FinetuneConfig(mode="full", train_vision=True))
-    objective(_batch(chat, scenes, 2)).total.backward()
+    objective(_batch(chat, scenes, 2)).loss.backward()
     touched = _grads(chat.model)
     assert any(n.startswith("vlm.model.visual") for n in touched)
     assert any(n.startswith("sam2.vision_encoder") for n in touched)
@@ -114,9 +115,9 @@ def test_full_mode_trains_the_vision_side_only_when_asked(tiny_dirs, scenes):
 def test_example_labels_cover_the_answer_only(tiny_chats, scenes):
     chat = tiny_chats["qwen2_5_vl"]
     sample = load_dataset(scenes)[0]
-    example = encode_example(chat, sample)
+    example = encode_example(chat.processor, sample)
     answer = [t for t in example.labels if t != -100]
-    assert answer == chat.prompts.control(sample.answer) + chat.prompts.stop_ids[:1]
+    assert answer == chat.processor.prompts.control(sample.answer) + chat.processor.prompts.stop_ids[:1]
     assert example.input_ids[-len(answer):] == answer
     assert example.masks.shape == (1, 64, 64)
 
@@ -126,10 +127,10 @@ def test_bad_training_samples_name_the_file(tiny_chats, scenes):
     good = load_dataset(scenes)[0]
     two = Sample(good.media_path, good.instruction, good.answer, good.masks * 2)
     with pytest.raises(DatasetError, match=r"000000\.png.*1 \[SEG\].*2 masks"):
-        encode_example(chat, two)
+        encode_example(chat.processor, two)
     small = Sample(good.media_path, good.instruction, good.answer, [np.zeros((8, 8), bool)])
     with pytest.raises(DatasetError, match=r"000000\.png.*mask size \[8, 8\]"):
-        encode_example(chat, small)
+        encode_example(chat.processor, small)
 
 
 @pytest.mark.parametrize("separate", [False, True], ids=["one-optimizer", "separate-mask-optimizer"])
@@ -161,7 +162,7 @@ def test_train_saves_resumes_and_exports(tiny_dirs, scenes, tmp_path, separate):
     q_name = "model.language_model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(merged.model.vlm.state_dict()[q_name], base.model.vlm.state_dict()[q_name])
     assert not any("lora" in n or "token_adapter" in n for n in merged.model.state_dict())
-    seg = merged.seg_token_id
+    seg = merged.processor.seg_token_id
     assert not torch.equal(merged.model.get_input_embeddings().weight[seg], base.model.get_input_embeddings().weight[seg])
     reply = merged.new_conversation().ask("Segment the largest shape.", image=load_dataset(scenes)[0].media_path)
     assert isinstance(reply.text, str)
@@ -174,9 +175,9 @@ def test_mask_optimizer_steps_on_the_mask_losses_only(tiny_dirs, scenes):
                                    schedule=lambda step: 1.0, max_grad_norm=1.0)
     assert [g["lr"] for g in mask_optimizer.optimizer.param_groups] == [1e-2, 1e-1]
     parts = objective(_batch(chat, scenes, 2))
-    grads = mask_optimizer.take_gradients(parts.masks)
+    grads = mask_optimizer.take_gradients(parts.mask_loss)
     assert all(p.grad is None for p in model.parameters())  # .grad is left for the text loss
-    parts.text.backward()  # the graph is still there
+    parts.text_loss.backward()  # the graph is still there
     model.zero_grad(set_to_none=True)
 
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -199,11 +200,11 @@ def test_qlora_on_a_4bit_base_with_checkpointing_trains_and_exports(tiny_dirs, s
     import bitsandbytes as bnb
 
     chat = SegChat.from_pretrained(tiny_dirs["qwen2_5_vl"], quantization="4bit")
-    apply_finetuning(chat.model, chat.seg_token_id, FinetuneConfig(lora_dropout=0.0), quantized=True)
+    apply_finetuning(chat.model, chat.processor.seg_token_id, FinetuneConfig(lora_dropout=0.0), quantized=True)
     q_proj = chat.model.vlm.model.language_model.layers[0].self_attn.q_proj
     assert isinstance(q_proj.base_layer, bnb.nn.Linear4bit)
-    objective = SegObjective(chat.model, chat.family, chat.seg_token_id).train()
-    objective(_batch(chat, scenes, 2)).total.backward()
+    chat.model.train()
+    chat.model(**_batch(chat, scenes, 2).model_inputs(chat.device, chat.model.vlm.dtype)).loss.backward()
     assert q_proj.lora_B["default"].weight.grad.abs().sum() > 0
 
     export = train(TrainConfig(model=str(tiny_dirs["qwen2_5_vl"]), data=[str(scenes)], out=str(tmp_path / "q"),

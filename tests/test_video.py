@@ -244,20 +244,22 @@ def test_bad_input_gives_clear_error_and_keeps_conversation(chat, tmp_path, kind
 
 
 def test_limits_resolution_length_and_truncation(chat, tmp_path):
-    from model.segchat import Limits
+    from model.processing import Limits, SegChatProcessor
+
+    def limited(limits: Limits) -> SegChat:
+        processor = chat.processor
+        return SegChat(chat.model, SegChatProcessor(chat.model.config, processor.tokenizer, processor.image_processor,
+                                                    limits))
 
     path = _write(tmp_path / "v.mp4", _frames(40, 320, 240))
-    strict = SegChat(chat.model, chat.tokenizer, chat.family.image_processor,
-                     limits=Limits(video=VideoLimits(max_side=200)))
+    strict = limited(Limits(video=VideoLimits(max_side=200)))
     with pytest.raises(MediaError, match="320×240"):
         strict.new_conversation().ask("Segment it.", video=path)
-    short = SegChat(chat.model, chat.tokenizer, chat.family.image_processor,
-                    limits=Limits(video=VideoLimits(max_frames=10)))
+    short = limited(Limits(video=VideoLimits(max_frames=10)))
     with pytest.raises(MediaError, match="40 frames"):
         short.new_conversation().ask("Segment it.", video=path)
     with pytest.raises(MediaError, match="MiB"):
-        SegChat(chat.model, chat.tokenizer, chat.family.image_processor,
-                limits=Limits(video=VideoLimits(max_file_bytes=100))).new_conversation().ask("x", video=path)
+        limited(Limits(video=VideoLimits(max_file_bytes=100))).new_conversation().ask("x", video=path)
     reply = chat.new_conversation().ask("Segment it.", video=path, max_frames=8)
     assert reply.segments[0].mask.shape[0] == 8 and "only the first 8" in reply.warnings[0]
 

@@ -1,6 +1,6 @@
 """`sa2va` propagation against the official Sa2VA video references (oracles in ../shared/oracle).
 
-The reference [SEG] embedding prompts SAM2 (weights converted by `model.convert.sa2va`) on the LLM frames 0..4;
+The reference [SEG] embedding prompts SAM2 (weights converted by `model.sa2va.convert.sa2va`) on the LLM frames 0..4;
 frame 5 is tracked by memory. Low-res logits of the conditioning frames and of the memory-tracked frame, object
 scores and the final masks are compared with the official code's arrays (video tolerance 2e-3, oracle READMEs §7).
 """
@@ -60,7 +60,7 @@ def _reference(folder: Path, case: str) -> dict:
 @pytest.mark.parametrize("oracle,case", _oracle_video_cases())
 def test_sa2va_video_parity(oracle, case):
     folder = shared_path("oracle", oracle)
-    convert = pytest.importorskip("model.convert.sa2va", reason="the Sa2VA converter is not in this checkout")
+    convert = pytest.importorskip("model.sa2va.convert.sa2va", reason="the Sa2VA converter is not in this checkout")
     from model.video import VideoClip, VideoOptions, VideoSegmenter
 
     torch.manual_seed(0)

@@ -17,4 +17,9 @@ def make_family(config: SegChatConfig, prompts: PromptBuilder, image_processor=N
     return _FAMILIES[config.family](config, prompts, image_processor)
 
 
-__all__ = ["Family", "VisionInputs", "make_family"]
+def needs_image_processor(config: SegChatConfig) -> bool:
+    """Whether the checkpoint's family encodes images with a transformers image processor saved beside it."""
+    return _FAMILIES[config.family].uses_image_processor
+
+
+__all__ = ["Family", "VisionInputs", "make_family", "needs_image_processor"]

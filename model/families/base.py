@@ -4,11 +4,9 @@ from dataclasses import dataclass, field
 
 import torch
 from PIL import Image
-from torch import nn
 
 from model.config import SegChatConfig
 from model.prompting import PromptBuilder
-from model.seg_capture import SegCapture
 
 
 @dataclass
@@ -27,6 +25,7 @@ class Family:
     """Base class; one subclass per VLM family, in its own module."""
 
     name: str
+    uses_image_processor: bool = False  # a transformers image processor, saved with the checkpoint
 
     def __init__(self, config: SegChatConfig, prompts: PromptBuilder, image_processor=None):
         self.config = config
@@ -37,12 +36,6 @@ class Family:
         """Turn RGB images (or a video's LLM frames) into prompt runs and model tensors."""
         raise NotImplementedError
 
-    def forward_kwargs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Extra per-call inputs that depend on the prompt ids (e.g. M-RoPE token types)."""
+    def token_types(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Extra forward inputs that depend on the prompt ids (e.g. Qwen-VL's media token types for M-RoPE)."""
         return {}
-
-    def seg_capture(self, vlm: nn.Module, seg_token_id: int, **options) -> SegCapture:
-        """Hooks reading the hidden state that becomes a mask prompt: the final norm's output, or its input
-        (the last decoder layer's output) for checkpoints trained on the pre-norm state."""
-        pre_norm = self.config.seg_hidden_state == "last_layer"
-        return SegCapture(vlm, vlm.model.language_model.norm, seg_token_id, read_input=pre_norm, **options)

@@ -9,6 +9,7 @@ from model.preprocess import qwen_resize
 
 class QwenVLFamily(Family):
     name = "qwen_vl"
+    uses_image_processor = True
 
     def encode_images(self, images: list[Image.Image], as_video: bool = False) -> VisionInputs:
         # Sa2VA feeds video frames to Qwen as separate images, so both cases take the image path. As there, the
@@ -22,7 +23,7 @@ class QwenVLFamily(Family):
         runs = [[pad] * int(grid.prod().item() // merge) for grid in out["image_grid_thw"]]
         return VisionInputs(runs, {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]})
 
-    def forward_kwargs(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    def token_types(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         vlm_config = self.config.vlm_config
         types = (input_ids == vlm_config.image_token_id).int() + 2 * (input_ids == vlm_config.video_token_id).int()
         return {"mm_token_type_ids": types}

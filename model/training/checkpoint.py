@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from model.loading import load_model_and_processor
 from model.training.trainable import FinetuneConfig, apply_finetuning
 
 RUN_CONFIG = "run_config.json"
@@ -80,19 +81,14 @@ def write_run_config(run_dir: Path, base_model: str, finetune: FinetuneConfig, e
 
 def export_merged(checkpoint: Path, out_dir: Path, base_model: str | Path | None = None) -> Path:
     """Merge a checkpoint into full-precision weights of its base and save a native SegChat checkpoint folder."""
-    from model.segchat import SegChat
-
     run = json.loads((checkpoint.parent / RUN_CONFIG).read_text())
-    chat = SegChat.from_pretrained(base_model or run["base_model"], device="cpu", dtype="fp32")
-    model = chat.model
-    wrapper = apply_finetuning(model, chat.seg_token_id, FinetuneConfig(**run["finetune"]))
+    model, processor = load_model_and_processor(base_model or run["base_model"], device="cpu", dtype="fp32")
+    wrapper = apply_finetuning(model, processor.seg_token_id, FinetuneConfig(**run["finetune"]))
     load_trainable(model, checkpoint)
     if wrapper is not None:
         model = wrapper.merge_and_unload()
     model.requires_grad_(False)
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
-    chat.tokenizer.save_pretrained(out_dir)
-    if chat.family.image_processor is not None:
-        chat.family.image_processor.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
     return out_dir

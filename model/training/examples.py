@@ -1,4 +1,5 @@
-"""Teacher-forced training examples: prompt + answer ids with labels, VLM and SAM2 pixels, target masks."""
+"""Teacher-forced training examples: prompt + answer ids with labels, VLM and SAM2 pixels, target masks, laid out
+by the `SegChatProcessor` exactly as at inference."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from model.errors import DatasetError
 from model.data.sample import Sample
 from model.families import VisionInputs
 from model.media import load_image
-from model.preprocess import sam2_pixels
+from model.processing import SegChatProcessor
 
 IGNORE_INDEX = -100
 
@@ -31,25 +32,34 @@ class Batch:
     attention_mask: torch.Tensor
     labels: torch.Tensor
     vision: VisionInputs  # all images of the batch, in sample order
+    token_types: dict[str, torch.Tensor]  # the family's extra per-token inputs (Qwen-VL media token types)
     sam_pixels: torch.Tensor  # [B, 3, S, S]
     masks: list[torch.Tensor]
     valid: list[torch.Tensor | None]
+    seg_token_id: int
+
+    def model_inputs(self, device: torch.device, dtype: torch.dtype) -> dict:
+        """Keyword arguments of `SegChatModel.forward`, on `device` (VLM pixels in `dtype`)."""
+        tensors = {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "labels": self.labels,
+                   **self.token_types}
+        return {**{k: v.to(device) for k, v in tensors.items()}, **self.vision.to(device, dtype).tensors,
+                "sam_pixel_values": self.sam_pixels, "masks": self.masks, "mask_valid": self.valid,
+                "seg_token_id": self.seg_token_id}
 
 
-def encode_example(chat, sample: Sample) -> Example:
-    """`chat` is a `SegChat`; its prompt builder and family lay out the turn exactly as at inference."""
+def encode_example(processor: SegChatProcessor, sample: Sample) -> Example:
+    """One image sample as a teacher-forced turn: the prompt as at inference, then the answer with labels."""
     if sample.answer is None:
         raise DatasetError(sample.media_path, "a training sample needs an answer")
     if any(m.ndim != 2 for m in sample.masks):
         raise DatasetError(sample.media_path, "video samples cannot be trained on yet (image samples only)")
-    image = load_image(sample.media_path, chat.limits.media)
-    vision = chat.family.encode_images([image])
-    prompts = chat.prompts
-    prompt = prompts.system_turn(chat.system_prompt) + prompts.user_turn(sample.instruction,
-                                                                         prompts.media_block(vision.runs))
+    image = load_image(sample.media_path, processor.limits.media)
+    vision = processor.encode_images([image])
+    prompt = processor.conversation_start() + processor.user_turn(sample.instruction, vision)
     # Answers are markup written by the dataset's authors: [SEG], <p> and </p> become their special tokens.
+    prompts = processor.prompts
     answer = prompts.control(sample.answer) + prompts.stop_ids[:1]
-    n_seg = answer.count(chat.seg_token_id)
+    n_seg = answer.count(processor.seg_token_id)
     if n_seg != len(sample.masks):
         raise DatasetError(sample.media_path, f"answer has {n_seg} [SEG] tokens but {len(sample.masks)} masks")
     size = (image.height, image.width)
@@ -58,11 +68,11 @@ def encode_example(chat, sample: Sample) -> Example:
             raise DatasetError(sample.media_path, f"mask size {list(mask.shape)} != image size {list(size)}")
     masks = torch.from_numpy(np.stack(sample.masks)).float() if sample.masks else torch.zeros(0, *size)
     valid = None if sample.ignore is None else torch.from_numpy(~sample.ignore).float()
-    pixels = sam2_pixels(image, mode=chat.model.config.pixel_mode("image"), size=chat.model.sam2.config.image_size)
+    pixels = processor.sam_pixels(image)
     return Example(prompt + answer, [IGNORE_INDEX] * len(prompt) + answer, vision, pixels, masks, valid)
 
 
-def collate(examples: list[Example], pad_id: int) -> Batch:
+def collate(examples: list[Example], processor: SegChatProcessor) -> Batch:
     length = max(len(e.input_ids) for e in examples)
 
     def pad(rows: list[list[int]], value: int) -> torch.Tensor:
@@ -72,16 +82,17 @@ def collate(examples: list[Example], pad_id: int) -> Batch:
     keys = examples[0].vision.tensors.keys()
     vision = VisionInputs([run for e in examples for run in e.vision.runs],
                           {k: torch.cat([e.vision.tensors[k] for e in examples]) for k in keys})
-    return Batch(pad(ids, pad_id), pad([[1] * len(r) for r in ids], 0), pad([e.labels for e in examples], IGNORE_INDEX),
-                 vision, torch.cat([e.sam_pixels for e in examples]), [e.masks for e in examples],
-                 [e.valid for e in examples])
+    input_ids = pad(ids, processor.tokenizer.pad_token_id)
+    return Batch(input_ids, pad([[1] * len(r) for r in ids], 0), pad([e.labels for e in examples], IGNORE_INDEX),
+                 vision, processor.family.token_types(input_ids), torch.cat([e.sam_pixels for e in examples]),
+                 [e.masks for e in examples], [e.valid for e in examples], processor.seg_token_id)
 
 
 class ExampleDataset(torch.utils.data.Dataset):
     """Samples encoded on access; `cache=True` keeps them (small data sets, many epochs)."""
 
-    def __init__(self, chat, samples, cache: bool = False):
-        self.chat = chat
+    def __init__(self, processor: SegChatProcessor, samples, cache: bool = False):
+        self.processor = processor
         self.samples = samples
         self._cache: dict[int, Example] | None = {} if cache else None
 
@@ -91,7 +102,7 @@ class ExampleDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> Example:
         if self._cache is not None and index in self._cache:
             return self._cache[index]
-        example = encode_example(self.chat, self.samples[index])
+        example = encode_example(self.processor, self.samples[index])
         if self._cache is not None:
             self._cache[index] = example
         return example

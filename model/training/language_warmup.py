@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.loading import load_model_and_processor
+from model.processing import SegChatProcessor
 from model.training.examples import IGNORE_INDEX
 from model.training.optimizers import warmup_cosine
 from model.training.warmup import train_and_save
@@ -38,22 +40,22 @@ class ReasoningText(NamedTuple):
     reasoning: str  # learned: the answer after the listing, with its [SEG] markup
 
 
-def encode_reasoning(chat, text: ReasoningText) -> tuple[list[int], list[int]]:
+def encode_reasoning(processor: SegChatProcessor, text: ReasoningText) -> tuple[list[int], list[int]]:
     """Ids and labels of one text-only turn; laid out as a training answer `listing + " " + reasoning`."""
-    prompts = chat.prompts
-    context = prompts.system_turn(chat.system_prompt) + prompts.user_turn(text.instruction)
+    prompts = processor.prompts
+    context = processor.conversation_start() + processor.user_turn(text.instruction)
     context += prompts.control(text.listing)
     target = prompts.control(" " + text.reasoning) + prompts.stop_ids[:1]
     return context + target, [IGNORE_INDEX] * len(context) + target
 
 
-def grounded_phrases(chat, ids: list[int]) -> list[list[int]]:
+def grounded_phrases(processor: SegChatProcessor, ids: list[int]) -> list[list[int]]:
     """Per `[SEG]` in `ids`, the token ids of the phrase between the `<p>` and `</p>` right before it."""
-    convert = chat.tokenizer.convert_tokens_to_ids
+    convert = processor.tokenizer.convert_tokens_to_ids
     opening, closing = convert("<p>"), convert("</p>")
     phrases = []
     for k, token in enumerate(ids):
-        if token == chat.seg_token_id:
+        if token == processor.seg_token_id:
             end = max(i for i in range(k) if ids[i] == closing)
             start = max(i for i in range(end) if ids[i] == opening)
             phrases.append(ids[start + 1:end])
@@ -89,26 +91,24 @@ def warm_up_language(model_dir: str | Path, out_dir: str | Path, texts: Sequence
     next-token accuracy and the [SEG] states' phrase accuracy, means over `log_every` steps.
     Returns `out_dir`.
     """
-    from model.segchat import SegChat
-
     torch.manual_seed(seed)
-    chat = SegChat.from_pretrained(model_dir, device="cpu", dtype="fp32")
-    vlm = chat.model.vlm
-    head = nn.Linear(vlm.config.text_config.hidden_size, len(chat.tokenizer))
+    model, processor = load_model_and_processor(model_dir, device="cpu", dtype="fp32")
+    vlm = model.vlm
+    head = nn.Linear(vlm.config.text_config.hidden_size, len(processor.tokenizer))
     params = [p for name, p in vlm.named_parameters() if not name.startswith("model.visual.")]
     params += list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(min(100, steps // 10), steps))
-    rows = [encode_reasoning(chat, text) for text in texts]
-    phrases = [grounded_phrases(chat, ids) for ids, _ in rows]
+    rows = [encode_reasoning(processor, text) for text in texts]
+    phrases = [grounded_phrases(processor, ids) for ids, _ in rows]
     rng = np.random.default_rng(seed)
     vlm.train()
 
     def step() -> dict[str, float]:
         picked = rng.integers(0, len(rows), batch_size)
-        batch = _batch([rows[i] for i in picked], chat.tokenizer.pad_token_id)
-        with chat.family.seg_capture(vlm, chat.seg_token_id, skip_first=False, keep_graph=True) as capture:
-            out = vlm(**batch, **chat.family.forward_kwargs(batch["input_ids"]))
+        batch = _batch([rows[i] for i in picked], processor.tokenizer.pad_token_id)
+        with model.seg_capture(processor.seg_token_id, skip_first=False, keep_graph=True) as capture:
+            out = vlm(**batch, **processor.family.token_types(batch["input_ids"]))
         phrase_loss, phrase_acc = _phrase_loss(head, capture.stacked(), [p for i in picked for p in phrases[i]])
         optimizer.zero_grad()
         (out.loss + phrase_loss).backward()
@@ -120,5 +120,5 @@ def warm_up_language(model_dir: str | Path, out_dir: str | Path, texts: Sequence
         hits = (out.logits[:, :-1].argmax(-1) == labels)[scored]
         return {"loss": out.loss.item(), "token_acc": hits.float().mean().item(), "phrase_acc": phrase_acc}
 
-    return train_and_save(chat, model_dir, out_dir, WARMUP_LOG, step, steps, log_every, "language warm-up",
+    return train_and_save(model, model_dir, out_dir, WARMUP_LOG, step, steps, log_every, "language warm-up",
                           progress)

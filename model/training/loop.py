@@ -15,11 +15,11 @@ from torch.utils.data import ConcatDataset, DataLoader
 from tqdm.auto import tqdm
 
 from model.data.auto import load_dataset
+from model.loading import load_model_and_processor
 from model.training.checkpoint import (export_merged, list_checkpoints, resume_checkpoint, save_checkpoint,
                                        write_run_config)
 from model.training.examples import ExampleDataset, collate
-from model.training.losses import LossWeights
-from model.training.objective import SegObjective
+from model.losses import LossWeights
 from model.training.optimizers import MaskOptimizer, adamw, param_groups, warmup_cosine
 from model.training.trainable import FinetuneConfig, apply_finetuning
 
@@ -59,8 +59,6 @@ class TrainConfig:
 
 def train(config: TrainConfig) -> Path:
     """Train, checkpoint, and export merged weights to `<out>/export` (returned; the run folder if export is off)."""
-    from model.segchat import SegChat
-
     if config.quantization and config.finetune.mode != "lora":
         raise ValueError("quantized training (QLoRA) needs the LoRA mode")
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, mixed_precision=config.mixed_precision,
@@ -70,22 +68,23 @@ def train(config: TrainConfig) -> Path:
         raise ValueError("separate_mask_optimizer needs one process, grad_accum 1 and no fp16 loss scaling")
     set_seed(config.seed)
     run_dir = Path(config.out)
-    chat = SegChat.from_pretrained(config.model, device=accelerator.device,
-                                   dtype=None if config.quantization else "fp32", quantization=config.quantization)
-    model = chat.model
-    apply_finetuning(model, chat.seg_token_id, config.finetune, quantized=config.quantization is not None)
+    model, processor = load_model_and_processor(config.model, device=accelerator.device,
+                                                dtype=None if config.quantization else "fp32",
+                                                quantization=config.quantization)
+    apply_finetuning(model, processor.seg_token_id, config.finetune, quantized=config.quantization is not None)
     if config.gradient_checkpointing:
         model.vlm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    data = ConcatDataset([ExampleDataset(chat, load_dataset(p), cache=config.cache_examples) for p in config.data])
+    data = ConcatDataset([ExampleDataset(processor, load_dataset(p), cache=config.cache_examples)
+                          for p in config.data])
 
     batches_per_epoch = math.ceil(len(data) / (config.batch_size * accelerator.num_processes))
     steps_per_epoch = max(1, batches_per_epoch // config.grad_accum)
     total = config.max_steps or config.epochs * steps_per_epoch
-    objective = SegObjective(model, chat.family, chat.seg_token_id, config.weights).train()
+    model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = adamw(param_groups(model, config.lr, config.projector_lr_scale), config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, total))
-    objective, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
+    trained, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     stateful = {"optimizer": optimizer, "scheduler": scheduler}
     mask_optimizer = None
     if config.separate_mask_optimizer:
@@ -114,20 +113,20 @@ def train(config: TrainConfig) -> Path:
         if accelerator.is_main_process:
             save_checkpoint(run_dir, model, stateful, state, config.keep_checkpoints)
 
-    collate_fn = partial(collate, pad_id=chat.tokenizer.pad_token_id)
+    collate_fn = partial(collate, processor=processor)
     while state["step"] < total:
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(config.seed + state["epoch"]))
         loader = accelerator.prepare_data_loader(
             DataLoader(data, batch_size=config.batch_size, sampler=order.tolist(), collate_fn=collate_fn),
             device_placement=False)
         for batch in accelerator.skip_first_batches(loader, state["batches_done"]):
-            with accelerator.accumulate(objective):
-                parts = objective(batch)
+            with accelerator.accumulate(trained):
+                out = trained(**batch.model_inputs(accelerator.device, model.vlm.dtype), loss_weights=config.weights)
                 if mask_optimizer:
-                    mask_grads = mask_optimizer.take_gradients(parts.masks)
-                    accelerator.backward(parts.text)
+                    mask_grads = mask_optimizer.take_gradients(out.mask_loss)
+                    accelerator.backward(out.text_loss)
                 else:
-                    accelerator.backward(parts.total)
+                    accelerator.backward(out.loss)
                 if accelerator.sync_gradients and config.max_grad_norm:
                     accelerator.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
@@ -136,7 +135,7 @@ def train(config: TrainConfig) -> Path:
                 if mask_optimizer:
                     mask_optimizer.step(mask_grads)
             state["batches_done"] += 1
-            running.append(parts.as_floats())
+            running.append(out.as_floats())
             if not accelerator.sync_gradients:
                 continue
             state["step"] += 1

@@ -28,7 +28,7 @@ from model.data.synthetic import generate_scenes, make_scene, write_jsonl
 from model.tiny import build_tiny
 from model.training.language_warmup import ReasoningText, warm_up_language
 from model.training.loop import TrainConfig, train
-from model.training.losses import LossWeights
+from model.losses import LossWeights
 from model.training.trainable import FinetuneConfig
 from model.training.vision_warmup import warm_up_vision
 

@@ -11,12 +11,11 @@ from dataclasses import asdict, dataclass
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from torch import nn
 
-from model.modeling import SegChatModel
+from model.modeling import VISION_PREFIXES, SegChatModel
 
 MODES = ("lora", "full")
 # Linear layers of the decoder blocks only: the vision tower has its own attention / MLP names under `model.visual`.
 LORA_TARGETS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
-VISION_PREFIXES = ("vlm.model.visual", "vlm.model.vision_tower", "vlm.model.multi_modal_projector")
 ALWAYS_TRAINED = ("projector.", "sam2.mask_decoder.")
 
 

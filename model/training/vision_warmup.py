@@ -19,6 +19,8 @@ from PIL import Image
 from torch import nn
 
 from model.data.synthetic import AREA_CLASSES, COLOURS, CORNERS, Scene, area_class
+from model.loading import load_model_and_processor
+from model.processing import SegChatProcessor
 from model.training.warmup import train_and_save
 
 # What the head names about each object, and the classes of each.
@@ -29,11 +31,11 @@ WARMUP_LOG = "vision_warmup.jsonl"
 class _Objects:
     """Per scene, the VLM pixels and, per object, its token weights (mask area per token) and labels."""
 
-    def __init__(self, chat, scenes: Sequence[Scene]):
-        vision = chat.family.encode_images([Image.fromarray(s.image) for s in scenes])
+    def __init__(self, processor: SegChatProcessor, scenes: Sequence[Scene]):
+        vision = processor.encode_images([Image.fromarray(s.image) for s in scenes])
         self.pixels = vision.tensors["pixel_values"]
         self.grid = vision.tensors["image_grid_thw"]
-        merge = chat.family.image_processor.merge_size
+        merge = processor.image_processor.merge_size
         self.first_row = np.cumsum([0] + [int(g.prod()) for g in self.grid])
         self.weights: list[torch.Tensor] = []  # [objects, tokens] per scene
         self.labels: list[torch.Tensor] = []  # [objects, len(PROPERTIES)] class indices
@@ -73,16 +75,15 @@ def warm_up_vision(model_dir: str | Path, out_dir: str | Path, scenes: Sequence[
     steps).
     Returns `out_dir`.
     """
-    from model.segchat import SegChat
-
     torch.manual_seed(seed)
-    chat = SegChat.from_pretrained(model_dir, device="cpu", dtype="fp32")
-    if chat.family.name != "qwen_vl":
-        raise ValueError("the vision warm-up reads Qwen-VL merged image tokens; this model is " + chat.family.name)
-    vision_tower = chat.model.vlm.model.visual
-    objects = _Objects(chat, scenes)
+    model, processor = load_model_and_processor(model_dir, device="cpu", dtype="fp32")
+    if processor.family.name != "qwen_vl":
+        raise ValueError("the vision warm-up reads Qwen-VL merged image tokens; this model is "
+                         + processor.family.name)
+    vision_tower = model.vision_tower()
+    objects = _Objects(processor, scenes)
     sizes = [len(classes) for classes in PROPERTIES.values()]
-    head = nn.Linear(chat.model.vlm.config.text_config.hidden_size, sum(sizes))
+    head = nn.Linear(model.config.text_hidden_size, sum(sizes))
     optimizer = torch.optim.AdamW([*vision_tower.parameters(), *head.parameters()], lr=lr)
     rng = np.random.default_rng(seed)
     vision_tower.train()
@@ -97,4 +98,4 @@ def warm_up_vision(model_dir: str | Path, out_dir: str | Path, scenes: Sequence[
         return {"loss": loss.item(), **{f"{name}_acc": (logits.argmax(1) == labels[:, i]).float().mean().item()
                                         for i, (name, logits) in enumerate(zip(PROPERTIES, per_property))}}
 
-    return train_and_save(chat, model_dir, out_dir, WARMUP_LOG, step, steps, log_every, "vision warm-up", progress)
+    return train_and_save(model, model_dir, out_dir, WARMUP_LOG, step, steps, log_every, "vision warm-up", progress)

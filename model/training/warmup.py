@@ -7,15 +7,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 from tqdm.auto import tqdm
 
 
-def train_and_save(chat, model_dir: str | Path, out_dir: str | Path, log_name: str,
+def train_and_save(model: nn.Module, model_dir: str | Path, out_dir: str | Path, log_name: str,
                    step: Callable[[], dict[str, float]], steps: int, log_every: int, desc: str,
                    progress: bool) -> Path:
-    """Run `step` (one optimizer step on `chat`, returning its figures) `steps` times, then save.
+    """Run `step` (one optimizer step on `model`, returning its figures) `steps` times, then save.
 
-    `out_dir` receives a copy of `model_dir` (tokenizer, processor) with `chat`'s weights, and `log_name`: one JSON
+    `out_dir` receives a copy of `model_dir` (tokenizer, processor) with `model`'s weights, and `log_name`: one JSON
     line per `log_every` steps with the mean of each figure.
     """
     out_dir = Path(out_dir)
@@ -28,5 +29,5 @@ def train_and_save(chat, model_dir: str | Path, out_dir: str | Path, log_name: s
                 means = {key: float(np.mean([r[key] for r in running])) for key in running[0]}
                 log.write(json.dumps({"step": index, **means}) + "\n")
                 running = []
-    chat.model.save_pretrained(out_dir)
+    model.save_pretrained(out_dir)
     return out_dir

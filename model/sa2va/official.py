@@ -18,18 +18,19 @@ the LLM and are language-prompted in SAM2; later frames are tracked by memory ("
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from functools import partial
 
 import numpy as np
 import torch
 from PIL import Image
 
 from model.errors import InputError
-from model.segment import binary_masks
-from model.video import VideoOptions, load_video
-
-if TYPE_CHECKING:
-    from model.segchat import SegChat
+from model.families import VisionInputs
+from model.modeling import SegChatModel
+from model.processing import SegChatProcessor
+from model.segmenters import SegEmbeddingSegmenter
+from model.segmenters.base import binary_masks
+from model.video import VideoMedia, VideoOptions, VideoSegmenter, load_video
 
 MAX_NEW_TOKENS = 2048
 LLM_FRAMES = 5
@@ -49,19 +50,19 @@ class OfficialOutput:
         return {"prediction": self.prediction, "prediction_masks": self.masks}
 
 
-def official_prompt(chat: "SegChat", text: str, past_text: str, runs: list[list[int]] | None) -> str:
+def official_prompt(processor: SegChatProcessor, text: str, past_text: str, runs: list[list[int]] | None) -> str:
     """The prompt string the official code tokenizes; `runs` are the media's image-token runs (None: text only)."""
-    prompts = chat.prompts
+    prompts = processor.prompts
     layout, template = prompts.layout, prompts.template
     media = ""
     if runs:
-        token = chat.tokenizer.convert_ids_to_tokens(runs[0][0])
+        token = processor.tokenizer.convert_ids_to_tokens(runs[0][0])
         media = layout.frame_separator.join(layout.block.replace("{media}", token * len(run)) for run in runs)
 
     def turn(content: str) -> str:
         return template.user.replace("{content}", content) + template.assistant
 
-    if chat.model.config.family == "internvl":
+    if _is_internvl(processor):
         if runs and IMAGE_TAG in text and past_text:
             raise InputError("With `<image>` in the text, past_text must be empty (as in the official code).")
         return past_text + turn(text.replace(IMAGE_TAG, media))
@@ -71,22 +72,30 @@ def official_prompt(chat: "SegChat", text: str, past_text: str, runs: list[list[
     return turn(layout.content.replace("{media}", media).replace("{text}", text))
 
 
-def _generate(chat: "SegChat", prompt_ids: list[int], vision, seg_from_prompt: bool):
-    """Greedy official generation: (new ids, [SEG] states or None)."""
-    tokenizer = chat.tokenizer
-    vlm = chat.model.vlm
-    input_ids = torch.tensor([prompt_ids], device=chat.device)
-    stops = sorted({*chat.prompts.stop_ids, tokenizer.eos_token_id} - {None})
+def _is_internvl(processor: SegChatProcessor) -> bool:
+    return processor.family.name == "internvl"
+
+
+def _generate(model: SegChatModel, processor: SegChatProcessor, prompt_ids: list[int],
+              vision: VisionInputs | None) -> tuple[list[int], torch.Tensor | None]:
+    """Greedy official generation: (new ids, [SEG] states or None). The Qwen-VL flavours scan the prompt too."""
+    tokenizer = processor.tokenizer
+    device = model.get_input_embeddings().weight.device
+    inputs = processor.model_inputs(torch.tensor([prompt_ids]), vision, device, model.vlm.dtype)
+    stops = sorted({*processor.prompts.stop_ids, tokenizer.eos_token_id} - {None})
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with torch.no_grad(), chat.family.seg_capture(vlm, chat.seg_token_id, skip_first=not seg_from_prompt) as capture:
-        out = vlm.generate(**chat.forward_inputs(input_ids, vision), do_sample=False,
-                           max_new_tokens=MAX_NEW_TOKENS, eos_token_id=stops, pad_token_id=pad)
+    seg_from_prompt = not _is_internvl(processor)
+    with torch.no_grad(), model.seg_capture(processor.seg_token_id, skip_first=not seg_from_prompt) as capture:
+        out = model.vlm.generate(**inputs, do_sample=False, max_new_tokens=MAX_NEW_TOKENS, eos_token_id=stops,
+                                 pad_token_id=pad)
     return out[0, len(prompt_ids):].tolist(), capture.stacked()
 
 
-def run(chat: "SegChat", image: Image.Image | None = None, video: list[Image.Image] | None = None,
-        text: str = "", past_text: str = "") -> OfficialOutput:
-    """One official `predict_forward` call, with the intermediate results parity checks need."""
+def predict_forward(model: SegChatModel, processor: SegChatProcessor, image: Image.Image | None = None,
+                    video: list[Image.Image] | None = None, text: str = "", past_text: str = "",
+                    segmenter: SegEmbeddingSegmenter | None = None) -> OfficialOutput:
+    """One official `predict_forward` call, with the intermediate results parity checks need. The caller holds
+    the model's lock; `segmenter` encodes the image for SAM2 (a caller's own, e.g. one that caches features)."""
     if image is not None and video is not None:
         raise InputError("Pass either an image or a video, not both.")
     past_text = past_text or ""
@@ -96,44 +105,47 @@ def run(chat: "SegChat", image: Image.Image | None = None, video: list[Image.Ima
     vision, media = None, None
     if video is not None:
         options = VideoOptions(propagation="sa2va", llm_frames=LLM_FRAMES, frame_sampling="first")
-        media = load_video(list(video), options, chat.limits.video, chat.limits.media,
-                           lambda images: chat.family.encode_images(images, as_video=True))
+        limits = processor.limits
+        media = load_video(list(video), options, limits.video, limits.media,
+                           partial(processor.encode_images, as_video=True))
         vision = media.vision
     elif image is not None:
         image = image if image.mode == "RGB" else image.convert("RGB")
-        vision = chat.family.encode_images([image])
-    prompt = official_prompt(chat, text, past_text, vision.runs if vision else None)
-    prompt_ids = chat.tokenizer.encode(prompt)
-    with chat.lock:
-        new_ids, states = _generate(chat, prompt_ids, vision, chat.model.config.family != "internvl")
-        output = OfficialOutput(chat.tokenizer.decode(new_ids, skip_special_tokens=False).strip(), prompt_ids,
-                                new_ids, seg_states=states)
-        if text_only or states is None:
-            return output
-        prompts = chat.project(states)
-        if media is not None:
-            _video_masks(chat, media, prompts, output)
-        else:
-            _image_masks(chat, image, prompts, output)
+        vision = processor.encode_images([image])
+    prompt = official_prompt(processor, text, past_text, vision.runs if vision else None)
+    prompt_ids = processor.tokenizer.encode(prompt)
+    new_ids, states = _generate(model, processor, prompt_ids, vision)
+    output = OfficialOutput(processor.tokenizer.decode(new_ids, skip_special_tokens=False).strip(), prompt_ids,
+                            new_ids, seg_states=states)
+    if text_only or states is None:
+        return output
+    if media is not None:
+        _video_masks(model, processor, media, states, output)
+    else:
+        _image_masks(segmenter or SegEmbeddingSegmenter(model, processor), image, states, output)
     return output
 
 
-def _image_masks(chat: "SegChat", image: Image.Image, prompts: torch.Tensor, output: OfficialOutput) -> None:
-    decoder = chat.mask_decoder
+def _image_masks(segmenter: SegEmbeddingSegmenter, image: Image.Image, states: torch.Tensor,
+                 output: OfficialOutput) -> None:
+    model = segmenter.model
+    features = segmenter.encode(image)
     with torch.no_grad():
-        features = decoder.encode(image)
-        decoded = decoder.decode(features, prompts)
-        logits = decoder.logits_at(decoded.low_res_logits, features.original_size)
+        decoded = model.decode_masks(features, model.project(states))
+        logits = model.upsample(decoded.low_res_logits, features.original_size)
     output.masks = [mask[None] for mask in binary_masks(logits)]
     output.low_res_logits = decoded.low_res_logits[:, None].cpu().numpy()
 
 
-def _video_masks(chat: "SegChat", media, prompts: torch.Tensor, output: OfficialOutput) -> None:
+def _video_masks(model: SegChatModel, processor: SegChatProcessor, media: VideoMedia, states: torch.Tensor,
+                 output: OfficialOutput) -> None:
     low_res: dict[int, np.ndarray] = {}
 
     def keep(t: int, out) -> None:
         low_res[t] = out.pred_masks[:, 0].float().cpu().numpy()
 
-    result = chat.video_segmenter.segment(media.clip, prompts, {}, "sa2va", on_frame=keep)
+    with torch.no_grad():
+        prompts = model.project(states)
+    result = VideoSegmenter(model, processor).segment(media.clip, prompts, {}, "sa2va", on_frame=keep)
     output.masks = [np.asarray(mask) for mask in result.masks]
     output.low_res_logits = np.stack([low_res[t] for t in sorted(low_res)], axis=1)

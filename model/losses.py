@@ -14,23 +14,6 @@ class LossWeights:
     dice: float = 0.5
 
 
-@dataclass
-class LossParts:
-    text: torch.Tensor  # weighted CE
-    masks: torch.Tensor  # weighted BCE + Dice
-    ce: torch.Tensor
-    bce: torch.Tensor
-    dice: torch.Tensor
-    n_masks: int
-
-    @property
-    def total(self) -> torch.Tensor:
-        return self.text + self.masks
-
-    def as_floats(self) -> dict[str, float]:
-        return {"loss": self.total.item(), "ce": self.ce.item(), "bce": self.bce.item(), "dice": self.dice.item()}
-
-
 def mask_losses(logits: torch.Tensor, targets: torch.Tensor,
                 valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed over the N masks of [N, H, W] `logits` / `targets`: (mean BCE per mask, soft Dice loss per mask).
@@ -44,11 +27,3 @@ def mask_losses(logits: torch.Tensor, targets: torch.Tensor,
     # Smoothing of 1 keeps an empty target with an empty prediction at zero loss.
     dice = 1 - (2 * (probs * targets).sum((1, 2)) + 1) / (probs.sum((1, 2)) + targets.sum((1, 2)) + 1)
     return (bce.sum((1, 2)) / pixels).sum(), dice.sum()
-
-
-def combine(ce: torch.Tensor, bce_sum: torch.Tensor, dice_sum: torch.Tensor, n_masks: int,
-            weights: LossWeights) -> LossParts:
-    """Mask losses are averaged over the masks of the batch; a batch without masks trains the text alone."""
-    n = max(n_masks, 1)
-    bce, dice = bce_sum / n, dice_sum / n
-    return LossParts(weights.ce * ce, weights.bce * bce + weights.dice * dice, ce, bce, dice, n_masks)

@@ -17,8 +17,8 @@ from accelerate import init_empty_weights
 from safetensors import safe_open
 from torch import Tensor, nn
 
-from model.convert.internvl_keys import convert_internvl_key
-from model.convert.sam2_keys import Sam2KeyConverter, sam2_config_from_shapes
+from model.sa2va.convert.internvl_keys import convert_internvl_key
+from model.sa2va.convert.sam2_keys import Sam2KeyConverter, sam2_config_from_shapes
 
 SAM2_PREFIX = "grounding_encoder.sam2_model."
 PROJECTOR_PREFIX = "text_hidden_fcs."

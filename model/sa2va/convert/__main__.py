@@ -1,17 +1,17 @@
 """Convert an official Sa2VA checkpoint (local folder or hub id) into SegChat's native format.
 
-    python -m model.convert SRC DST [--shard-size-gb 2]
+    python -m model.sa2va.convert SRC DST [--shard-size-gb 2]
 """
 
 import argparse
 from pathlib import Path
 
-from model.convert.checkpoint import DEFAULT_SHARD_BYTES, convert_checkpoint
+from model.sa2va.convert.checkpoint import DEFAULT_SHARD_BYTES, convert_checkpoint
 from model.loading import resolve_source
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m model.convert", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m model.sa2va.convert", description=__doc__.splitlines()[0])
     parser.add_argument("src", help="Sa2VA checkpoint folder or hub id (its .py files are never downloaded)")
     parser.add_argument("dst", type=Path, help="output folder (new)")
     parser.add_argument("--shard-size-gb", type=float, default=DEFAULT_SHARD_BYTES / 1024**3)

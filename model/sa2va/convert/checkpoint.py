@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from model.config import SegChatConfig
-from model.convert.sa2va import (IMG_CONTEXT, convert_config, convert_state_dict, detect_flavour,
+from model.sa2va.convert.sa2va import (IMG_CONTEXT, convert_config, convert_state_dict, detect_flavour,
                                  find_added_token_id, iter_tensors, read_shapes)
 
 # Bump when the converted layout changes: stale cache entries are then ignored.

@@ -1,0 +1,299 @@
+"""The public API: `SegChat.from_pretrained(...)`, `new_conversation()`, `conv.ask(...)` / `conv.ask_stream(...)`.
+
+`SegChat` composes the processor (inputs and answers), the model (generation, the `[SEG]` path) and the
+segmentation back-ends; `Conversation` is the small stateful object over them: one chat about one image or video.
+"""
+
+import threading
+from collections.abc import Iterator
+from functools import partial
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Queue
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from model.errors import InputError
+from model.families import VisionInputs
+from model.loading import load_model_and_processor
+from model.media import ImageSource, load_image
+from model.modeling import ImageFeatures, SegChatModel
+from model.processing import Limits, SegChatProcessor
+from model.sa2va.official import predict_forward
+from model.segmenters import Segment, SegEmbeddingSegmenter, SegStates
+from model.video import VideoMedia, VideoOptions, VideoSegmenter, load_video
+
+
+@dataclass
+class Reply:
+    text: str  # the answer as shown to a person
+    token_ids: list[int]
+    segments: list[Segment] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class SegChat:
+    """A loaded model with its processor; start conversations with `new_conversation()`."""
+
+    def __init__(self, model: SegChatModel, processor: SegChatProcessor):
+        self.model = model.eval()
+        self.processor = processor
+        self.segmenter = SegEmbeddingSegmenter(model, processor)
+        self.video_segmenter = VideoSegmenter(model, processor)
+        # Extra `generate` arguments (sampling, logits processors...); greedy decoding by default.
+        self.generate_options: dict = {}
+        self.lock = threading.Lock()  # one model, many conversations: model work runs one at a time
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | Path, device: str | torch.device | None = None,
+                        dtype: str | torch.dtype | None = None, quantization: str | None = None,
+                        allow_pickle: bool = False, limits: Limits | None = None) -> "SegChat":
+        """Load a checkpoint folder or hub id. `device=None` picks CUDA when present, else CPU; `dtype=None`
+        picks bf16 on GPUs that support it, else fp32; `quantization` is None, "4bit" or "8bit" (language
+        model only). An official Sa2VA checkpoint is converted once into the cache (`$SEGCHAT_CACHE`, default
+        ~/.cache/segchat/converted) and loaded from there. Failures raise `CheckpointError`."""
+        return cls(*load_model_and_processor(path_or_id, device, dtype, quantization, allow_pickle, limits))
+
+    @property
+    def limits(self) -> Limits:
+        return self.processor.limits
+
+    def new_conversation(self) -> "Conversation":
+        return Conversation(self)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    def generate(self, prompt_ids: list[int], vision: VisionInputs | None, streamer: BaseStreamer | None = None,
+                 stop: threading.Event | None = None) -> tuple[list[int], torch.Tensor | None]:
+        """Greedy answer to `prompt_ids`; returns the new ids and the hidden states at its [SEG] tokens.
+        Setting `stop` ends generation after the current token."""
+        model, processor = self.model, self.processor
+        seg_id = processor.seg_token_id
+        inputs = self._inputs([prompt_ids], vision)
+        with model.seg_capture(seg_id) as capture:
+            options = {"do_sample": False, "suppress_tokens": processor.unspeakable_ids, **self.generate_options}
+            out = model.vlm.generate(**inputs, **options, max_new_tokens=self.limits.max_new_tokens,
+                                     eos_token_id=processor.prompts.stop_ids,
+                                     pad_token_id=processor.tokenizer.pad_token_id, streamer=streamer,
+                                     stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop)]))
+        new_ids = out[0, len(prompt_ids):].tolist()
+        states = capture.states
+        if new_ids and new_ids[-1] == seg_id:
+            # The last token's state is only computed by one more forward pass.
+            with torch.no_grad(), model.seg_capture(seg_id, skip_first=False) as last:
+                model.vlm(**self._inputs([prompt_ids + new_ids], vision))
+            states = states + [last.states[-1][-1:]]
+        return new_ids, (torch.cat(states) if states else None)
+
+    def _inputs(self, ids: list[list[int]], vision: VisionInputs | None) -> dict[str, torch.Tensor]:
+        return self.processor.model_inputs(torch.tensor(ids), vision, self.device, self.model.vlm.dtype)
+
+    def predict_forward(self, image: Image.Image | None = None, video: list[Image.Image] | None = None,
+                        text: str = "", past_text: str = "") -> dict:
+        """Sa2VA's official `predict_forward`: {"prediction": str, "prediction_masks": [bool (frames, H, W)
+        per [SEG]]}; `text` and `past_text` are trusted markup (see `model.sa2va.official`)."""
+        with self.lock:
+            return predict_forward(self.model, self.processor, image=image, video=video, text=text,
+                                   past_text=past_text, segmenter=self.segmenter).as_dict()
+
+
+def _video_options(options: dict) -> VideoOptions:
+    try:
+        return VideoOptions(**options)
+    except TypeError:
+        known = sorted(VideoOptions.__dataclass_fields__)
+        raise InputError(f"Unknown video option in {sorted(options)}; known: {known}.") from None
+
+
+class _StopOnEvent(StoppingCriteria):
+    def __init__(self, event: threading.Event | None):
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        stop = self.event is not None and self.event.is_set()
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+class _IdStreamer(BaseStreamer):
+    """Hands generated ids to the consuming thread (the first `put` is the prompt, skipped)."""
+
+    def __init__(self):
+        self.queue: Queue = Queue()
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        self.queue.put(value.view(-1).tolist())
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+
+@dataclass
+class ImageMedia:
+    """A conversation's image: the picture, its VLM inputs, and its back-end features once encoded."""
+
+    image: Image.Image
+    vision: VisionInputs
+    features: ImageFeatures | None = None
+
+
+class Conversation:
+    """A multi-turn chat about one image or video. Uploading new media starts a fresh context for the model."""
+
+    def __init__(self, chat: SegChat):
+        self.chat = chat
+        self.history: list[int] = chat.processor.conversation_start()
+        self.media: ImageMedia | VideoMedia | None = None
+        self.last_video_stats = None  # PropagationStats of the last video turn (memory bound, for tests/benches)
+
+    def ask(self, text: str, image: ImageSource | None = None, video=None, **video_options) -> Reply:
+        """Answer one message; `image` is a path, PIL image or HxWx3 array, or None to keep the current media.
+
+        `video` is a video file (mp4, webm, mov, animated gif...; the content decides, not the extension) or a list
+        of frames; `video_options` are `model.video.VideoOptions` fields: `propagation="sa2va" | "memory"`,
+        `llm_frames=5`, `frame_sampling="first" | "uniform"`, `key_frames`, `stride`, `max_side`, `max_frames`.
+        On a follow-up about the same video, `propagation` and `key_frames` may change; the LLM frames stay.
+        """
+        for item in self.ask_stream(text, image=image, video=video, **video_options):
+            if isinstance(item, Reply):
+                return item
+        raise RuntimeError("ask_stream ended without a reply")
+
+    def ask_stream(self, text: str, image: ImageSource | None = None, video=None,
+                   **video_options) -> Iterator["str | Reply"]:
+        """Yield the answer text so far as it is generated, then the full `Reply` (masks included)."""
+        processor = self.chat.processor
+        text = processor.check_text(text)
+        if image is not None and video is not None:
+            raise InputError("Please send either an image or a video, not both.")
+        # Everything is validated before the conversation changes.
+        media, video_run = self._new_media(image, video, video_options)
+        if media is None:
+            media, history, vision = self.media, self.history, None
+            video_run = self._follow_up_options(video_options)
+        else:
+            history, vision = processor.conversation_start(), media.vision
+        prompt_ids = history + processor.user_turn(text, vision)
+
+        with self.chat.lock:
+            new_ids, seg_states = yield from self._generate_streaming(prompt_ids, media)
+            reply = self._reply(new_ids, seg_states, media, video_run)
+        self.media = media
+        self.history = prompt_ids + processor.closed_answer(new_ids)
+        yield reply
+
+    def _new_media(self, image, video, video_options: dict) -> tuple["ImageMedia | VideoMedia | None",
+                                                                       VideoOptions | None]:
+        """The turn's new media (loaded and encoded for the VLM) and its video options; (None, None) if none."""
+        processor = self.chat.processor
+        if video is not None:
+            options = _video_options(video_options)
+            limits = processor.limits
+            encode = partial(processor.encode_images, as_video=True)
+            return load_video(video, options, limits.video, limits.media, encode), options
+        if image is not None:
+            picture = load_image(image, processor.limits.media)
+            return ImageMedia(picture, processor.encode_images([picture])), None
+        return None, None
+
+    def _follow_up_options(self, video_options: dict) -> VideoOptions | None:
+        """A follow-up may change how the conversation's video is propagated, nothing else."""
+        if not video_options:
+            return None
+        if not isinstance(self.media, VideoMedia):
+            raise InputError("Video options need a video in the conversation.")
+        allowed = {"propagation", "key_frames"}
+        if set(video_options) - allowed:
+            raise InputError(f"On a follow-up only {sorted(allowed)} can change; send the video again "
+                             "to change the others.")
+        return _video_options({**self.media.options.__dict__, **video_options})
+
+    def _generate_streaming(self, prompt_ids: list[int], media: "ImageMedia | VideoMedia | None"):
+        chat = self.chat
+        streamer = _IdStreamer()
+        stop = threading.Event()
+        result: dict = {}
+
+        def work() -> None:
+            try:
+                result["out"] = chat.generate(prompt_ids, media.vision if media else None, streamer, stop)
+            except BaseException as err:  # re-raised in the caller's thread
+                result["error"] = err
+                streamer.end()
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        ids: list[int] = []
+        shown = ""
+        try:
+            while (chunk := streamer.queue.get()) is not None:
+                ids += chunk
+                text = chat.processor.decode_answer(ids).text
+                if text != shown:
+                    shown = text
+                    yield text
+        finally:  # also when the consumer stops listening: end generation before releasing the model
+            stop.set()
+            worker.join()
+        if "error" in result:
+            raise result["error"]
+        return result["out"]
+
+    def _reply(self, new_ids: list[int], seg_states: torch.Tensor | None, media: "ImageMedia | VideoMedia | None",
+               video_run: VideoOptions | None = None) -> Reply:
+        chat = self.chat
+        parsed = chat.processor.decode_answer(new_ids)
+        reply = Reply(parsed.text, new_ids)
+        if isinstance(media, VideoMedia):
+            reply.warnings += media.clip.notices
+        if seg_states is None:
+            return reply
+        if media is None:
+            reply.warnings.append("There is no image in this conversation, so nothing was segmented.")
+            return reply
+        limit = chat.limits.max_segments
+        if seg_states.shape[0] > limit:
+            reply.warnings.append(f"The answer names {seg_states.shape[0]} objects; only the first {limit} "
+                                  "are segmented.")
+            seg_states = seg_states[:limit]
+        prompts = SegStates(seg_states, parsed.labels[: seg_states.shape[0]])
+        if isinstance(media, VideoMedia):
+            reply.segments = self._video_segments(media, prompts, video_run or media.options)
+        else:
+            reply.segments = chat.segmenter.segment(self.image_features(media), prompts)
+        return reply
+
+    def _video_segments(self, media: VideoMedia, prompts: SegStates, options: VideoOptions) -> list[Segment]:
+        """Every object of the answer through one streaming SAM2 video session; the LLM frames' SAM2 features
+        are cached in the media state for follow-ups."""
+        segmenter = self.chat.video_segmenter
+        for t in media.llm_indices:
+            if t not in media.sam_features:
+                media.sam_features[t] = segmenter.frame_features(np.asarray(media.images[
+                    media.llm_indices.index(t)]))
+        features = {t: media.sam_features[t] for t in media.llm_indices}
+        with torch.no_grad():
+            embeddings = self.chat.model.project(prompts.states)
+        result = segmenter.segment(media.clip, embeddings, features, options.propagation, options.key_frames)
+        self.last_video_stats = result.stats
+        return [Segment(mask, score, label, float(np.nanmax(mask.presence)) if len(mask) else 0.0)
+                for mask, score, label in zip(result.masks, result.scores, prompts.labels)]
+
+    def image_features(self, media: "ImageMedia | None" = None) -> ImageFeatures:
+        """SAM2 embeddings of the conversation's image (or `media`'s), encoded once and cached for later turns
+        and click refinement."""
+        media = media or self.media
+        if not isinstance(media, ImageMedia):
+            raise InputError("There is no image in this conversation.")
+        if media.features is None:
+            media.features = self.chat.segmenter.encode(media.image)
+        return media.features

@@ -1,0 +1,123 @@
+"""`SegChatProcessor`: everything between a person's input and the model's tensors, and back to text.
+
+It owns the tokenizer, the prompt builder (templates from `prompts/`, user text kept as data), the VLM family's
+image encoding and token types, SAM2's pixel preparation, answer parsing and the input limits. Inference,
+training, evaluation and the official Sa2VA path all prepare their inputs here; the model never preprocesses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoTokenizer, PreTrainedTokenizerBase
+
+from model.answer import MarkupIds, ParsedAnswer, parse_answer
+from model.config import SegChatConfig
+from model.errors import InputError
+from model.families import VisionInputs, make_family, needs_image_processor
+from model.media import MediaLimits
+from model.preprocess import sam2_pixels
+from model.prompting import PromptBuilder, default_system_prompt, load_media_layout, load_template
+from model.video_io import VideoLimits
+
+
+@dataclass
+class Limits:
+    """What one turn may ask for; person-caused excess raises `InputError` / `MediaError` with these numbers."""
+
+    max_text_chars: int = 4000
+    max_new_tokens: int = 512
+    max_segments: int = 16
+    media: MediaLimits = field(default_factory=MediaLimits)
+    video: VideoLimits = field(default_factory=VideoLimits)
+
+
+class SegChatProcessor:
+    """Tokenizer + prompts + image encoding + SAM2 pixels for one checkpoint (its `SegChatConfig`)."""
+
+    def __init__(self, config: SegChatConfig, tokenizer: PreTrainedTokenizerBase, image_processor=None,
+                 limits: Limits | None = None, system_prompt: str | None = None):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.limits = limits or Limits()
+        self.prompts = PromptBuilder(tokenizer, load_template(config.template), load_media_layout(config.family))
+        self.family = make_family(config, self.prompts, image_processor)
+        self.system_prompt = default_system_prompt() if system_prompt is None else system_prompt
+        self.seg_token_id = tokenizer.convert_tokens_to_ids(config.seg_token)
+        if self.seg_token_id is None or self.seg_token_id == tokenizer.unk_token_id:
+            raise ValueError(f"The tokenizer has no {config.seg_token} token.")
+        self.markup = MarkupIds.from_tokenizer(tokenizer, config.seg_token, self.prompts.stop_ids)
+        vlm_config = config.vlm_config
+        placeholders = [getattr(vlm_config, name, None) for name in ("image_token_id", "video_token_id")]
+        # Ids only code may insert: the model must never generate them.
+        self.unspeakable_ids = sorted(set(self.prompts.media_token_ids()) | {i for i in placeholders if i is not None})
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, config: SegChatConfig | None = None,
+                        limits: Limits | None = None) -> "SegChatProcessor":
+        """The processor saved with a native checkpoint folder (tokenizer, and the image processor of Qwen-VL
+        families). Checkpoint code is never run."""
+        config = config or SegChatConfig.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        image_processor = None
+        if needs_image_processor(config):
+            image_processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=False)
+        return cls(config, tokenizer, image_processor, limits)
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        self.tokenizer.save_pretrained(folder)
+        if self.image_processor is not None:
+            self.image_processor.save_pretrained(folder)
+
+    # ------------------------------------------------------------------------------------------ text
+
+    def check_text(self, text: str) -> str:
+        """The person's message, stripped, or `InputError` when it is empty or too long."""
+        if not isinstance(text, str) or not text.strip():
+            raise InputError("Please type a question or instruction.")
+        if len(text) > self.limits.max_text_chars:
+            raise InputError(f"The message is {len(text)} characters long; the limit is {self.limits.max_text_chars}.")
+        return text.strip()
+
+    def conversation_start(self) -> list[int]:
+        """The ids a conversation starts with (the system turn)."""
+        return self.prompts.system_turn(self.system_prompt)
+
+    def user_turn(self, text: str, vision: VisionInputs | None = None) -> list[int]:
+        """A user turn asking for an answer: the media block of `vision` (new media only) and `text` as data."""
+        return self.prompts.user_turn(text, self.prompts.media_block(vision.runs) if vision else None)
+
+    def closed_answer(self, new_ids: list[int]) -> list[int]:
+        """A generated answer as it enters the history: with a stop token even if generation was cut off, and the
+        template's end of the assistant turn."""
+        stops = self.prompts.stop_ids
+        closed = new_ids if new_ids and new_ids[-1] in stops else new_ids + stops[:1]
+        return closed + self.prompts.answer_end()
+
+    def decode_answer(self, ids: list[int]) -> ParsedAnswer:
+        """The answer text as shown to a person, and the label of each `[SEG]`."""
+        return parse_answer(ids, self.tokenizer, self.markup)
+
+    # ------------------------------------------------------------------------------------------ media
+
+    def encode_images(self, images: list[Image.Image], as_video: bool = False) -> VisionInputs:
+        """RGB images (or a video's LLM frames) → image-token runs for the prompt and tensors for the VLM."""
+        return self.family.encode_images(images, as_video=as_video)
+
+    def sam_pixels(self, image: Image.Image, media: str = "image") -> torch.Tensor:
+        """SAM2's input [1, 3, S, S] for an image or a video frame, with the checkpoint's rounding."""
+        return sam2_pixels(image, mode=self.config.pixel_mode(media), size=self.config.sam2_config.image_size)
+
+    def model_inputs(self, input_ids: torch.Tensor, vision: VisionInputs | None, device: torch.device,
+                     dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """The VLM's forward inputs for `input_ids` [B, L] and the media, on `device` (floats in `dtype`)."""
+        input_ids = input_ids.to(device)
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        if vision is not None:
+            inputs.update(vision.to(device, dtype).tensors)
+            inputs.update(self.family.token_types(input_ids))
+        return inputs

@@ -1,0 +1,1 @@
+"""Sa2VA: conversion of the published checkpoints and the official `predict_forward` semantics."""

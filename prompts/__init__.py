@@ -1,0 +1,1 @@
+"""Prompt templates, media layouts and the system prompt, as data files read with `importlib.resources`."""
