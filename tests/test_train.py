@@ -14,7 +14,8 @@ from model.data.sample import DatasetError, Sample
 from model.data.synthetic import write_jsonl
 from model.training.checkpoint import list_checkpoints
 from model.training.examples import ExampleDataset, collate, encode_example
-from model.training.losses import mask_losses
+from model.train import parse_args
+from model.training.losses import LossWeights, mask_losses
 from model.training.loop import TrainConfig, train
 from model.training.objective import SegObjective
 from model.training.optimizers import MaskOptimizer, param_groups
@@ -170,7 +171,7 @@ def test_mask_optimizer_steps_on_the_mask_losses_only(tiny_dirs, scenes):
     chat, objective = _objective(tiny_dirs["qwen3_vl"], FinetuneConfig(mode="full"))
     model = chat.model
     mask_optimizer = MaskOptimizer(param_groups(model, lr=1e-2, projector_lr_scale=10.0), weight_decay=0.0,
-                                   schedule=lambda step: 1.0, max_grad_norm=1.0)
+                                   warmup_steps=0, total_steps=10, max_grad_norm=1.0)
     assert [g["lr"] for g in mask_optimizer.optimizer.param_groups] == [1e-2, 1e-1]
     parts = objective(_batch(chat, scenes, 2))
     grads = mask_optimizer.take_gradients(parts.masks)
@@ -210,3 +211,17 @@ def test_qlora_on_a_4bit_base_with_checkpointing_trains_and_exports(tiny_dirs, s
                                progress=False))
     merged = SegChat.from_pretrained(export)
     assert merged.model.vlm.model.language_model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
+
+
+def test_cli_flags_fill_the_configs():
+    config, threads = parse_args(["--model", "M", "--data", "a.jsonl", "--data", "b", "c", "--out", "RUN",
+                                  "--mode", "full", "--train-vision", "--max-steps", "5", "--ce-weight", "0.5",
+                                  "--separate-mask-optimizer", "--no-export", "--cache", "--threads", "2"])
+    assert config.data == ["a.jsonl", "b", "c"] and config.max_steps == 5 and threads == 2
+    assert config.finetune == FinetuneConfig(mode="full", train_vision=True)
+    assert config.weights == LossWeights(ce=0.5)
+    assert config.separate_mask_optimizer and config.cache_examples and not config.export
+    defaults, threads = parse_args(["--model", "M", "--data", "d", "--out", "RUN"])
+    assert defaults == TrainConfig(model="M", data=["d"], out="RUN") and threads is None
+    with pytest.raises(SystemExit):
+        parse_args(["--model", "M", "--data", "d", "--out", "RUN", "--mode", "qlora"])

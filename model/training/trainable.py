@@ -6,7 +6,7 @@ models trained from random initialisation (the proof-of-learning / demo model).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from torch import nn
@@ -22,11 +22,13 @@ ALWAYS_TRAINED = ("projector.", "sam2.mask_decoder.")
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    mode: str = "lora"
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    train_vision: bool = False  # full mode only: VLM vision tower and SAM2 image encoder
+    mode: str = field(default="lora", metadata={"help": "LoRA on the language model, or a full fine-tune",
+                                                "choices": MODES})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on LoRA's input"})
+    train_vision: bool = field(default=False, metadata={
+        "help": "full mode: also train the VLM vision tower and the SAM2 image encoder"})
 
     def __post_init__(self):
         if self.mode not in MODES:
