@@ -12,6 +12,7 @@ from model import SegChat
 from model.data.auto import load_dataset
 from model.data.sample import DatasetError, Sample
 from model.data.synthetic import write_jsonl
+from model.loading import CheckpointError
 from model.training.checkpoint import list_checkpoints
 from model.training.examples import ExampleDataset, collate, encode_example
 from model.train import parse_args
@@ -165,6 +166,34 @@ def test_train_saves_resumes_and_exports(tiny_dirs, scenes, tmp_path, separate):
     assert not torch.equal(merged.model.get_input_embeddings().weight[seg], base.model.get_input_embeddings().weight[seg])
     reply = merged.new_conversation().ask("Segment the largest shape.", image=load_dataset(scenes)[0].media_path)
     assert isinstance(reply.text, str)
+
+
+def test_resume_mid_epoch_repeats_the_uninterrupted_losses(tiny_dirs, scenes, tmp_path):
+    """LoRA dropout draws from the global RNG: the checkpoint's RNG states make the resumed run draw the same masks."""
+    config = TrainConfig(model=str(tiny_dirs["qwen2_5_vl"]), data=[str(scenes)], out=str(tmp_path / "straight"),
+                         batch_size=1, max_steps=6, save_every=3, finetune=FinetuneConfig(lora_dropout=0.3),
+                         lr=1e-3, warmup_steps=2, progress=False, log_every=1, export=False)
+    straight = train(config)
+    checkpoint = straight / "checkpoint-3"
+    assert json.loads((checkpoint / "state.json").read_text())["batches_done"] == 3  # mid-epoch: 4 scenes
+    stored = load_file(str(checkpoint / "trainable.safetensors"))
+    assert all("lora_" in n or "token_adapter" in n or n.startswith(("projector.", "sam2.mask_decoder."))
+               for n in stored)
+    assert any(f.name.startswith("random_states_") for f in checkpoint.iterdir())
+    assert not list(checkpoint.glob("model*.safetensors"))  # no copy of the whole model
+
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(checkpoint, resumed / "checkpoint-3")
+    shutil.copy(straight / "run_config.json", resumed)
+    train(replace(config, out=str(resumed), resume=True))
+    losses = [json.loads(line) for line in (straight / "loss_log.jsonl").read_text().splitlines()]
+    again = [json.loads(line) for line in (resumed / "loss_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in again] == [4, 5, 6]
+    for a, b in zip(losses[3:], again):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["lr"] == pytest.approx(b["lr"])
+    with pytest.raises(CheckpointError, match="other options"):
+        train(replace(config, out=str(resumed), resume=True, max_steps=8, separate_mask_optimizer=True))
 
 
 def test_mask_optimizer_steps_on_the_mask_losses_only(tiny_dirs, scenes):

@@ -17,7 +17,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from model.data.auto import load_dataset
 from model.training.checkpoint import (export_merged, list_checkpoints, resume_checkpoint, save_checkpoint,
-                                       write_run_config)
+                                       store_trainable_only, write_run_config)
 from model.training.examples import ExampleDataset, collate
 from model.training.losses import LossWeights
 from model.training.objective import SegObjective
@@ -100,17 +100,17 @@ def train(config: TrainConfig) -> Path:
     optimizer = adamw(param_groups(model, config.lr, config.projector_lr_scale), config.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, total)
     objective, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
-    stateful = {"optimizer": optimizer, "scheduler": scheduler}
+    store_trainable_only(accelerator, model)
     mask_optimizer = None
     if config.separate_mask_optimizer:
         mask_optimizer = MaskOptimizer(param_groups(model, config.lr, config.projector_lr_scale),
                                        config.weight_decay, config.warmup_steps, total, config.max_grad_norm)
-        stateful["mask_optimizer"] = mask_optimizer
+        accelerator.register_for_checkpointing(mask_optimizer)
 
     state = {"step": 0, "epoch": 0, "batches_done": 0, "elapsed_s": 0.0}
     found = list_checkpoints(run_dir) if config.resume else []
     if found:
-        state = resume_checkpoint(found[-1], model, stateful)
+        state = resume_checkpoint(accelerator, found[-1])
     elif accelerator.is_main_process:
         write_run_config(run_dir, config.model, config.finetune,
                          {"train": {k: v for k, v in asdict(config).items() if k not in ("finetune",)}})
@@ -123,16 +123,17 @@ def train(config: TrainConfig) -> Path:
 
     def checkpoint() -> None:
         state["elapsed_s"] = time.time() - started
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            save_checkpoint(run_dir, model, stateful, state, config.keep_checkpoints)
+        save_checkpoint(accelerator, run_dir, state, config.keep_checkpoints)
 
     collate_fn = partial(collate, pad_id=chat.tokenizer.pad_token_id)
     while state["step"] < total:
-        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(config.seed + state["epoch"]))
+        # The order, and the loader's own seed, come from generators of their own: the global RNG (dropout) then
+        # draws the same numbers in a run resumed from a checkpoint as in an uninterrupted one.
+        epoch_rng = torch.Generator().manual_seed(config.seed + state["epoch"])
+        order = torch.randperm(len(data), generator=epoch_rng)
         loader = accelerator.prepare_data_loader(
-            DataLoader(data, batch_size=config.batch_size, sampler=order.tolist(), collate_fn=collate_fn),
-            device_placement=False)
+            DataLoader(data, batch_size=config.batch_size, sampler=order.tolist(), collate_fn=collate_fn,
+                       generator=epoch_rng), device_placement=False)
         for batch in accelerator.skip_first_batches(loader, state["batches_done"]):
             with accelerator.accumulate(objective):
                 parts = objective(batch)
