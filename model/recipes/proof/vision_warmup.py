@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from model.data.synthetic import AREA_CLASSES, COLOURS, CORNERS, Scene, area_class
-from model.training.warmup import train_and_save
+from model.recipes.proof.warmup import train_and_save
 
 # What the head names about each object, and the classes of each.
 PROPERTIES = {"shape": list(CORNERS), "colour": list(COLOURS), "size": list(AREA_CLASSES)}

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import get_cosine_schedule_with_warmup
 
+from model.recipes.proof.warmup import train_and_save
 from model.training.examples import IGNORE_INDEX
-from model.training.warmup import train_and_save
 
 WARMUP_LOG = "language_warmup.jsonl"
 
