@@ -161,7 +161,14 @@ def test_train_saves_resumes_and_exports(tiny_dirs, scenes, tmp_path, separate):
     torch.testing.assert_close(merged.model.projector[0].weight, a["projector.0.weight"])
     q_name = "model.language_model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(merged.model.vlm.state_dict()[q_name], base.model.vlm.state_dict()[q_name])
-    assert not any("lora" in n or "token_adapter" in n for n in merged.model.state_dict())
+    assert not any("lora" in n or "token_adapter" in n or "modules_to_save" in n for n in merged.model.state_dict())
+    # The mask decoder trained as a peft `modules_to_save` copy; the merged model holds the trained copy.
+    decoder = "sam2.mask_decoder.modules_to_save.default."
+    trained_decoder = {n[len(decoder):]: v for n, v in a.items() if n.startswith(decoder)}
+    assert trained_decoder and not any(n.startswith("sam2.mask_decoder.original_module") for n in a)
+    merged_decoder = merged.model.sam2.mask_decoder.state_dict()
+    for name, value in trained_decoder.items():
+        torch.testing.assert_close(merged_decoder[name], value)
     seg = merged.seg_token_id
     assert not torch.equal(merged.model.get_input_embeddings().weight[seg], base.model.get_input_embeddings().weight[seg])
     reply = merged.new_conversation().ask("Segment the largest shape.", image=load_dataset(scenes)[0].media_path)

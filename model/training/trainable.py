@@ -18,6 +18,10 @@ MODES = ("lora", "full")
 LORA_TARGETS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 VISION_PREFIXES = ("vlm.model.visual", "vlm.model.vision_tower", "vlm.model.multi_modal_projector")
 ALWAYS_TRAINED = ("projector.", "sam2.mask_decoder.")
+# In LoRA mode peft trains a copy of the mask decoder beside the frozen original (`modules_to_save`), and
+# `merge_and_unload` puts the trained copy in its place. Not the projector: peft matches these names by suffix, and
+# "projector" would also catch InternVL's vision projector (`vlm.model.multi_modal_projector`).
+LORA_MODULES_TO_SAVE = ["sam2.mask_decoder"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,8 @@ def apply_finetuning(model: SegChatModel, seg_token_id: int, config: FinetuneCon
     """Set `requires_grad` (and inject LoRA in place) on `model`; returns the PEFT wrapper in LoRA mode.
 
     In LoRA mode the [SEG] rows of the input embedding and of the (untied) output head train as extra tokens,
-    so the model learns both what [SEG] means and when to emit it.
+    so the model learns both what [SEG] means and when to emit it, and the mask decoder trains as a peft
+    `modules_to_save` copy.
     """
     model.requires_grad_(False)
     wrapper = None
@@ -57,11 +62,12 @@ def apply_finetuning(model: SegChatModel, seg_token_id: int, config: FinetuneCon
             tokens["lm_head"] = [seg_token_id]
         wrapper = get_peft_model(model, LoraConfig(
             r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-            target_modules=LORA_TARGETS, trainable_token_indices=tokens))
+            target_modules=LORA_TARGETS, trainable_token_indices=tokens, modules_to_save=LORA_MODULES_TO_SAVE))
+        trained = ("projector.",)  # the mask decoder's copy trains already
     else:
         for name, param in model.vlm.named_parameters():
             param.requires_grad_(config.train_vision or not f"vlm.{name}".startswith(VISION_PREFIXES))
-    trained = ALWAYS_TRAINED + (("sam2.vision_encoder.",) if config.train_vision else ())
+        trained = ALWAYS_TRAINED + (("sam2.vision_encoder.",) if config.train_vision else ())
     for name, param in model.named_parameters():
         if name.startswith(trained):
             param.requires_grad_(True)
