@@ -57,7 +57,7 @@ def choose_quantization(requested: str | None, device: str | None) -> str | None
 
 def _demo_checkpoint() -> str:
     try:
-        from model.demo import demo_checkpoint
+        from model.recipes.proof.demo import demo_checkpoint
     except ImportError as err:
         raise SystemExit(f"The demo model is not available in this version ({err}). "
                          "Run without --demo, or pass --model with a checkpoint.") from None

@@ -1,7 +1,7 @@
 """Losses of the [SEG] path: per-mask sigmoid BCE and Dice, weighted with the LM cross-entropy (LISA's weights)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -9,9 +9,10 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class LossWeights:
-    ce: float = 1.0
-    bce: float = 2.0
-    dice: float = 0.5
+    ce: float = field(default=1.0, metadata={"help": "weight of the answer's cross-entropy",
+                                             "aliases": ["--ce-weight"]})
+    bce: float = field(default=2.0, metadata={"help": "weight of the masks' BCE", "aliases": ["--bce-weight"]})
+    dice: float = field(default=0.5, metadata={"help": "weight of the masks' Dice loss", "aliases": ["--dice-weight"]})
 
 
 def mask_losses(logits: torch.Tensor, targets: torch.Tensor,

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-import model.demo as demo
+import model.recipes.proof.demo as demo
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from safetensors.torch import load_file
 
 from model import SegChat
 from model.data.synthetic import generate_scenes
-from model.training.examples import IGNORE_INDEX
-from model.training.language_warmup import (WARMUP_LOG, ReasoningText, encode_reasoning, grounded_phrases,
+from model.recipes.proof.language_warmup import (WARMUP_LOG, ReasoningText, encode_reasoning, grounded_phrases,
                                             warm_up_language)
+from model.training.examples import IGNORE_INDEX
 
 
 def _texts(n: int) -> list[ReasoningText]:

@@ -2,7 +2,7 @@
 import json
 
 from model import SegChat
-from model.training.proof import ProofRecipe, build_proof
+from model.recipes.proof.recipe import ProofRecipe, build_proof
 
 
 def test_a_toy_recipe_runs_every_stage_and_exports_a_loadable_model(tmp_path):

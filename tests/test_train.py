@@ -13,9 +13,11 @@ from model.data.auto import load_dataset
 from model.errors import DatasetError
 from model.data.sample import Sample
 from model.data.synthetic import write_jsonl
+from model.errors import CheckpointError
 from model.training.checkpoint import list_checkpoints
 from model.training.examples import ExampleDataset, collate, encode_example
-from model.losses import mask_losses
+from model.train import parse_args
+from model.losses import LossWeights, mask_losses
 from model.training.loop import TrainConfig, train
 from model.training.optimizers import MaskOptimizer, param_groups
 from model.training.trainable import FinetuneConfig, apply_finetuning
@@ -161,18 +163,53 @@ def test_train_saves_resumes_and_exports(tiny_dirs, scenes, tmp_path, separate):
     torch.testing.assert_close(merged.model.projector[0].weight, a["projector.0.weight"])
     q_name = "model.language_model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(merged.model.vlm.state_dict()[q_name], base.model.vlm.state_dict()[q_name])
-    assert not any("lora" in n or "token_adapter" in n for n in merged.model.state_dict())
+    assert not any("lora" in n or "token_adapter" in n or "modules_to_save" in n for n in merged.model.state_dict())
+    # The mask decoder trained as a peft `modules_to_save` copy; the merged model holds the trained copy.
+    decoder = "sam2.mask_decoder.modules_to_save.default."
+    trained_decoder = {n[len(decoder):]: v for n, v in a.items() if n.startswith(decoder)}
+    assert trained_decoder and not any(n.startswith("sam2.mask_decoder.original_module") for n in a)
+    merged_decoder = merged.model.sam2.mask_decoder.state_dict()
+    for name, value in trained_decoder.items():
+        torch.testing.assert_close(merged_decoder[name], value)
     seg = merged.processor.seg_token_id
     assert not torch.equal(merged.model.get_input_embeddings().weight[seg], base.model.get_input_embeddings().weight[seg])
     reply = merged.new_conversation().ask("Segment the largest shape.", image=load_dataset(scenes)[0].media_path)
     assert isinstance(reply.text, str)
 
 
+def test_resume_mid_epoch_repeats_the_uninterrupted_losses(tiny_dirs, scenes, tmp_path):
+    """LoRA dropout draws from the global RNG: the checkpoint's RNG states make the resumed run draw the same masks."""
+    config = TrainConfig(model=str(tiny_dirs["qwen2_5_vl"]), data=[str(scenes)], out=str(tmp_path / "straight"),
+                         batch_size=1, max_steps=6, save_every=3, finetune=FinetuneConfig(lora_dropout=0.3),
+                         lr=1e-3, warmup_steps=2, progress=False, log_every=1, export=False)
+    straight = train(config)
+    checkpoint = straight / "checkpoint-3"
+    assert json.loads((checkpoint / "state.json").read_text())["batches_done"] == 3  # mid-epoch: 4 scenes
+    stored = load_file(str(checkpoint / "trainable.safetensors"))
+    assert all("lora_" in n or "token_adapter" in n or n.startswith(("projector.", "sam2.mask_decoder."))
+               for n in stored)
+    assert any(f.name.startswith("random_states_") for f in checkpoint.iterdir())
+    assert not list(checkpoint.glob("model*.safetensors"))  # no copy of the whole model
+
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(checkpoint, resumed / "checkpoint-3")
+    shutil.copy(straight / "run_config.json", resumed)
+    train(replace(config, out=str(resumed), resume=True))
+    losses = [json.loads(line) for line in (straight / "loss_log.jsonl").read_text().splitlines()]
+    again = [json.loads(line) for line in (resumed / "loss_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in again] == [4, 5, 6]
+    for a, b in zip(losses[3:], again):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["lr"] == pytest.approx(b["lr"])
+    with pytest.raises(CheckpointError, match="other options"):
+        train(replace(config, out=str(resumed), resume=True, max_steps=8, separate_mask_optimizer=True))
+
+
 def test_mask_optimizer_steps_on_the_mask_losses_only(tiny_dirs, scenes):
     chat, objective = _objective(tiny_dirs["qwen3_vl"], FinetuneConfig(mode="full"))
     model = chat.model
     mask_optimizer = MaskOptimizer(param_groups(model, lr=1e-2, projector_lr_scale=10.0), weight_decay=0.0,
-                                   schedule=lambda step: 1.0, max_grad_norm=1.0)
+                                   warmup_steps=0, total_steps=10, max_grad_norm=1.0)
     assert [g["lr"] for g in mask_optimizer.optimizer.param_groups] == [1e-2, 1e-1]
     parts = objective(_batch(chat, scenes, 2))
     grads = mask_optimizer.take_gradients(parts.mask_loss)
@@ -212,3 +249,17 @@ def test_qlora_on_a_4bit_base_with_checkpointing_trains_and_exports(tiny_dirs, s
                                progress=False))
     merged = SegChat.from_pretrained(export)
     assert merged.model.vlm.model.language_model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
+
+
+def test_cli_flags_fill_the_configs():
+    config, threads = parse_args(["--model", "M", "--data", "a.jsonl", "--data", "b", "c", "--out", "RUN",
+                                  "--mode", "full", "--train-vision", "--max-steps", "5", "--ce-weight", "0.5",
+                                  "--separate-mask-optimizer", "--no-export", "--cache", "--threads", "2"])
+    assert config.data == ["a.jsonl", "b", "c"] and config.max_steps == 5 and threads == 2
+    assert config.finetune == FinetuneConfig(mode="full", train_vision=True)
+    assert config.weights == LossWeights(ce=0.5)
+    assert config.separate_mask_optimizer and config.cache_examples and not config.export
+    defaults, threads = parse_args(["--model", "M", "--data", "d", "--out", "RUN"])
+    assert defaults == TrainConfig(model="M", data=["d"], out="RUN") and threads is None
+    with pytest.raises(SystemExit):
+        parse_args(["--model", "M", "--data", "d", "--out", "RUN", "--mode", "qlora"])

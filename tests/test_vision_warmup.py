@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from model import SegChat
 from model.data.synthetic import generate_scenes
-from model.training.vision_warmup import WARMUP_LOG, warm_up_vision
+from model.recipes.proof.vision_warmup import WARMUP_LOG, warm_up_vision
 
 
 def test_warm_up_trains_the_vision_tower_only(tiny_dirs, tmp_path):

@@ -1,1 +1,1 @@
-"""Fine-tuning through the [SEG] path: examples, losses, trainable parameters, the objective, checkpoints, loop."""
+"""Fine-tuning through the [SEG] path: examples, trainable parameters, optimizers, checkpoints and the loop."""

@@ -1,8 +1,11 @@
-"""Training checkpoints (trainable tensors + optimizer state, resumable) and export of merged native weights.
+"""Training checkpoints (accelerate's state: trainable tensors, optimizers, schedulers, RNG) and export of merged
+native weights.
 
 A run folder holds `run_config.json` (the base model and how it was fine-tuned) and `checkpoint-<step>/` folders,
-each with `trainable.safetensors`, `optimizer.pt` and `state.json`. Only trainable tensors are stored, so a LoRA
-checkpoint of a 7B model stays small; export rebuilds the full-precision base, loads them and merges.
+each written by `Accelerator.save_state` (optimizer, scheduler, objects registered with `register_for_checkpointing`,
+every process's RNG states) plus `trainable.safetensors` and `state.json` (step, epoch, batches done). Only trainable
+tensors are stored, so a LoRA checkpoint of a 7B model stays small; export rebuilds the full-precision base, loads
+them and merges.
 """
 from __future__ import annotations
 
@@ -11,13 +14,17 @@ import shutil
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from model.errors import CheckpointError
 from model.loading import load_model_and_processor
 from model.training.trainable import FinetuneConfig, apply_finetuning
 
 RUN_CONFIG = "run_config.json"
+TRAINABLE = "trainable.safetensors"
+STATE = "state.json"
 _PREFIX = "checkpoint-"
 
 
@@ -26,32 +33,51 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def load_trainable(model: nn.Module, folder: Path) -> None:
-    tensors = load_file(str(folder / "trainable.safetensors"))
+    tensors = load_file(str(folder / TRAINABLE))
     params = dict(model.named_parameters())
     missing = [name for name in tensors if name not in params]
     if missing:
-        raise RuntimeError(f"{folder}: {len(missing)} stored tensors do not fit this model, e.g. {missing[:3]}")
+        raise CheckpointError(f"{folder}: {len(missing)} stored tensors do not fit this model, e.g. {missing[:3]}")
     with torch.no_grad():
         for name, value in tensors.items():
             params[name].copy_(value)
 
 
-def save_checkpoint(run_dir: Path, model: nn.Module, stateful: dict, state: dict, keep: int = 2) -> Path:
+def store_trainable_only(accelerator: Accelerator, model: nn.Module) -> None:
+    """Make `accelerator.save_state` / `load_state` keep `model`'s trainable tensors (in `trainable.safetensors`)
+    instead of the whole prepared model; everything else in the state stays accelerate's."""
+    def save(models: list[nn.Module], weights: list[dict], folder: str) -> None:
+        weights.clear()
+        if accelerator.is_main_process:
+            save_file(trainable_state(model), str(Path(folder) / TRAINABLE))
+
+    def load(models: list[nn.Module], folder: str) -> None:
+        models.clear()
+        load_trainable(model, Path(folder))
+
+    accelerator.register_save_state_pre_hook(save)
+    accelerator.register_load_state_pre_hook(load)
+
+
+def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict, keep: int = 2) -> Path:
     """Write `checkpoint-<step>` atomically (temp folder, then rename) and keep the newest `keep` of them.
 
-    `stateful` names the optimizers and schedulers whose `state_dict()` goes into `optimizer.pt`.
+    Every process calls it (each saves its RNG states); `store_trainable_only` must have been called once.
     """
     final = run_dir / f"{_PREFIX}{state['step']}"
     tmp = run_dir / f".tmp-{final.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-    torch.save({name: obj.state_dict() for name, obj in stateful.items()}, tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old)
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / STATE).write_text(json.dumps(state, indent=1))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        for old in list_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
     return final
 
 
@@ -61,16 +87,17 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(_PREFIX):]))
 
 
-def resume_checkpoint(folder: Path, model: nn.Module, stateful: dict) -> dict:
-    """Load a checkpoint into the (identically prepared) model and `stateful` objects; return its state."""
-    load_trainable(model, folder)
-    saved = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
-    missing = [name for name in stateful if name not in saved]
-    if missing:
-        raise RuntimeError(f"{folder}: the checkpoint has no state for {missing}; was it trained with other options?")
-    for name, obj in stateful.items():
-        obj.load_state_dict(saved[name])
-    return json.loads((folder / "state.json").read_text())
+def resume_checkpoint(accelerator: Accelerator, folder: Path) -> dict:
+    """Load a checkpoint into the identically prepared model, optimizers, schedulers and registered objects, restore
+    the RNG states, and return its `state.json`."""
+    try:
+        accelerator.load_state(str(folder))
+    except CheckpointError:
+        raise
+    except (OSError, RuntimeError, ValueError) as error:
+        raise CheckpointError(f"{folder}: cannot resume from it ({error}); was it trained with other options?") \
+            from error
+    return json.loads((folder / STATE).read_text())
 
 
 def write_run_config(run_dir: Path, base_model: str, finetune: FinetuneConfig, extra: dict) -> None:

@@ -13,48 +13,62 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from accelerate.utils import set_seed
 from torch.utils.data import ConcatDataset, DataLoader
 from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
 
 from model.data.auto import load_dataset
 from model.loading import load_model_and_processor
 from model.training.checkpoint import (export_merged, list_checkpoints, resume_checkpoint, save_checkpoint,
-                                       write_run_config)
+                                       store_trainable_only, write_run_config)
 from model.training.examples import ExampleDataset, collate
 from model.losses import LossWeights
-from model.training.optimizers import MaskOptimizer, adamw, param_groups, warmup_cosine
+from model.training.optimizers import MaskOptimizer, adamw, param_groups
 from model.training.trainable import FinetuneConfig, apply_finetuning
 
 LOSS_LOG = "loss_log.jsonl"
 
 
+def _flag(help: str, **argparse_options) -> dict:
+    """`field` metadata read by `transformers.HfArgumentParser`: the flag's help, plus any argparse options."""
+    return {"help": help, **argparse_options}
+
+
 @dataclass
-class TrainConfig:
-    model: str
-    data: list[str]
-    out: str
+class TrainOptions:
+    """The training options with one command-line flag each (`model.train`); `TrainConfig` adds the nested ones."""
+    model: str = field(metadata=_flag("checkpoint folder or hub id"))
+    data: list[str] = field(metadata=_flag("dataset path (repeat to mix several)", action="extend"))
+    out: str = field(metadata=_flag("run folder"))
+    quantization: str | None = field(default=None, metadata=_flag("4bit = QLoRA (LoRA mode only)",
+                                                                  choices=["4bit", "8bit"]))
+    epochs: int = field(default=1, metadata=_flag("passes over the data"))
+    max_steps: int | None = field(default=None, metadata=_flag("optimizer steps (overrides --epochs)"))
+    batch_size: int = field(default=1, metadata=_flag("samples per process and batch"))
+    grad_accum: int = field(default=1, metadata=_flag("batches per optimizer step"))
+    lr: float = field(default=2e-4, metadata=_flag("peak learning rate"))
+    projector_lr_scale: float = field(default=1.0, metadata=_flag("the [SEG] projector's LR is --lr x this"))
+    separate_mask_optimizer: bool = field(default=False, metadata=_flag(
+        "a second AdamW state for the mask losses (training from scratch; one process, no --grad-accum, no fp16); "
+        "see model.training.optimizers"))
+    weight_decay: float = field(default=0.0, metadata=_flag("AdamW weight decay"))
+    warmup_steps: int = field(default=0, metadata=_flag("linear LR warm-up steps before the cosine decay"))
+    max_grad_norm: float = field(default=1.0, metadata=_flag("gradient clipping norm (0: no clipping)"))
+    mixed_precision: str = field(default="no", metadata=_flag("autocast precision", choices=["no", "bf16", "fp16"]))
+    gradient_checkpointing: bool = field(default=False, metadata=_flag("recompute activations in the backward"))
+    save_every: int = field(default=0, metadata=_flag("checkpoint every N optimizer steps (0: at the end)"))
+    keep_checkpoints: int = field(default=2, metadata=_flag("keep the newest N checkpoint folders"))
+    log_every: int = field(default=10, metadata=_flag("log the mean losses every N optimizer steps"))
+    resume: bool = field(default=False, metadata=_flag("continue from the newest checkpoint in --out"))
+    export: bool = field(default=True, metadata=_flag("merge and export the weights to <out>/export at the end"))
+    cache_examples: bool = field(default=False, metadata=_flag("keep encoded examples in memory (small data sets)",
+                                                               aliases=["--cache"]))
+    seed: int = field(default=0, metadata=_flag("seed of the data order, the RNGs and LoRA's initialisation"))
+    progress: bool = field(default=True, metadata=_flag("show a progress bar"))
+
+
+@dataclass
+class TrainConfig(TrainOptions):
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     weights: LossWeights = field(default_factory=LossWeights)
-    quantization: str | None = None  # "4bit" = QLoRA (LoRA mode only), "8bit"
-    epochs: int = 1
-    max_steps: int | None = None  # optimizer steps; overrides `epochs` when set
-    batch_size: int = 1
-    grad_accum: int = 1
-    lr: float = 2e-4
-    projector_lr_scale: float = 1.0  # the [SEG] projector's learning rate is lr x this
-    # A second AdamW state for the mask losses (see model.training.optimizers); one process, no accumulation.
-    separate_mask_optimizer: bool = False
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    max_grad_norm: float = 1.0
-    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
-    gradient_checkpointing: bool = False
-    save_every: int = 0  # optimizer steps; 0 saves at the end only
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    resume: bool = False
-    export: bool = True
-    cache_examples: bool = False
-    seed: int = 0
-    progress: bool = True
 
 
 def train(config: TrainConfig) -> Path:
@@ -83,20 +97,19 @@ def train(config: TrainConfig) -> Path:
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = adamw(param_groups(model, config.lr, config.projector_lr_scale), config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config.warmup_steps, total))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, total)
     trained, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    stateful = {"optimizer": optimizer, "scheduler": scheduler}
+    store_trainable_only(accelerator, model)
     mask_optimizer = None
     if config.separate_mask_optimizer:
         mask_optimizer = MaskOptimizer(param_groups(model, config.lr, config.projector_lr_scale),
-                                       config.weight_decay, warmup_cosine(config.warmup_steps, total),
-                                       config.max_grad_norm)
-        stateful["mask_optimizer"] = mask_optimizer
+                                       config.weight_decay, config.warmup_steps, total, config.max_grad_norm)
+        accelerator.register_for_checkpointing(mask_optimizer)
 
     state = {"step": 0, "epoch": 0, "batches_done": 0, "elapsed_s": 0.0}
     found = list_checkpoints(run_dir) if config.resume else []
     if found:
-        state = resume_checkpoint(found[-1], model, stateful)
+        state = resume_checkpoint(accelerator, found[-1])
     elif accelerator.is_main_process:
         write_run_config(run_dir, config.model, config.finetune,
                          {"train": {k: v for k, v in asdict(config).items() if k not in ("finetune",)}})
@@ -109,16 +122,17 @@ def train(config: TrainConfig) -> Path:
 
     def checkpoint() -> None:
         state["elapsed_s"] = time.time() - started
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            save_checkpoint(run_dir, model, stateful, state, config.keep_checkpoints)
+        save_checkpoint(accelerator, run_dir, state, config.keep_checkpoints)
 
     collate_fn = partial(collate, processor=processor)
     while state["step"] < total:
-        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(config.seed + state["epoch"]))
+        # The order, and the loader's own seed, come from generators of their own: the global RNG (dropout) then
+        # draws the same numbers in a run resumed from a checkpoint as in an uninterrupted one.
+        epoch_rng = torch.Generator().manual_seed(config.seed + state["epoch"])
+        order = torch.randperm(len(data), generator=epoch_rng)
         loader = accelerator.prepare_data_loader(
-            DataLoader(data, batch_size=config.batch_size, sampler=order.tolist(), collate_fn=collate_fn),
-            device_placement=False)
+            DataLoader(data, batch_size=config.batch_size, sampler=order.tolist(), collate_fn=collate_fn,
+                       generator=epoch_rng), device_placement=False)
         for batch in accelerator.skip_first_batches(loader, state["batches_done"]):
             with accelerator.accumulate(trained):
                 out = trained(**batch.model_inputs(accelerator.device, model.vlm.dtype), loss_weights=config.weights)

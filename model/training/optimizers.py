@@ -9,20 +9,9 @@ state per loss, each takes steps of its own size, whatever the other's gradients
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
 import torch
 from torch import nn
-
-
-def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
-    """The LR factor per step: linear warm-up over `warmup` steps, then a cosine decay to 0 at `total`."""
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-    return factor
+from transformers import get_cosine_schedule_with_warmup
 
 
 def param_groups(model: nn.Module, lr: float, projector_lr_scale: float = 1.0) -> list[dict]:
@@ -41,17 +30,18 @@ def adamw(groups: list[dict], weight_decay: float = 0.0) -> torch.optim.AdamW:
 
 
 class MaskOptimizer:
-    """A second AdamW (and LR schedule) over the same parameters, stepped on the mask losses' gradients only.
+    """A second AdamW over the same parameters, with the main one's LR schedule (linear warm-up over `warmup_steps`,
+    then a cosine decay to 0 at `total_steps`), stepped on the mask losses' gradients only.
 
     Use: `grads = take_gradients(parts.masks)` before the text loss's backward (the graph is kept for it), then,
     after the main optimizer's step, `step(grads)`. One process, no gradient accumulation.
     """
 
-    def __init__(self, groups: list[dict], weight_decay: float, schedule: Callable[[int], float],
+    def __init__(self, groups: list[dict], weight_decay: float, warmup_steps: int, total_steps: int,
                  max_grad_norm: float):
         self.params = [p for g in groups for p in g["params"]]
         self.optimizer = adamw([dict(g) for g in groups], weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup_steps, total_steps)
         self.max_grad_norm = max_grad_norm
 
     def take_gradients(self, mask_loss: torch.Tensor) -> list[torch.Tensor | None] | None:

@@ -6,7 +6,7 @@ models trained from random initialisation (the proof-of-learning / demo model).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from torch import nn
@@ -17,15 +17,21 @@ MODES = ("lora", "full")
 # Linear layers of the decoder blocks only: the vision tower has its own attention / MLP names under `model.visual`.
 LORA_TARGETS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 ALWAYS_TRAINED = ("projector.", "sam2.mask_decoder.")
+# In LoRA mode peft trains a copy of the mask decoder beside the frozen original (`modules_to_save`), and
+# `merge_and_unload` puts the trained copy in its place. Not the projector: peft matches these names by suffix, and
+# "projector" would also catch InternVL's vision projector (`vlm.model.multi_modal_projector`).
+LORA_MODULES_TO_SAVE = ["sam2.mask_decoder"]
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    mode: str = "lora"
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    train_vision: bool = False  # full mode only: VLM vision tower and SAM2 image encoder
+    mode: str = field(default="lora", metadata={"help": "LoRA on the language model, or a full fine-tune",
+                                                "choices": MODES})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on LoRA's input"})
+    train_vision: bool = field(default=False, metadata={
+        "help": "full mode: also train the VLM vision tower and the SAM2 image encoder"})
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -42,7 +48,8 @@ def apply_finetuning(model: SegChatModel, seg_token_id: int, config: FinetuneCon
     """Set `requires_grad` (and inject LoRA in place) on `model`; returns the PEFT wrapper in LoRA mode.
 
     In LoRA mode the [SEG] rows of the input embedding and of the (untied) output head train as extra tokens,
-    so the model learns both what [SEG] means and when to emit it.
+    so the model learns both what [SEG] means and when to emit it, and the mask decoder trains as a peft
+    `modules_to_save` copy.
     """
     model.requires_grad_(False)
     wrapper = None
@@ -54,11 +61,12 @@ def apply_finetuning(model: SegChatModel, seg_token_id: int, config: FinetuneCon
             tokens["lm_head"] = [seg_token_id]
         wrapper = get_peft_model(model, LoraConfig(
             r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-            target_modules=LORA_TARGETS, trainable_token_indices=tokens))
+            target_modules=LORA_TARGETS, trainable_token_indices=tokens, modules_to_save=LORA_MODULES_TO_SAVE))
+        trained = ("projector.",)  # the mask decoder's copy trains already
     else:
         for name, param in model.vlm.named_parameters():
             param.requires_grad_(config.train_vision or not f"vlm.{name}".startswith(VISION_PREFIXES))
-    trained = ALWAYS_TRAINED + (("sam2.vision_encoder.",) if config.train_vision else ())
+        trained = ALWAYS_TRAINED + (("sam2.vision_encoder.",) if config.train_vision else ())
     for name, param in model.named_parameters():
         if name.startswith(trained):
             param.requires_grad_(True)

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import get_cosine_schedule_with_warmup
 
 from model.loading import load_model_and_processor
 from model.processing import SegChatProcessor
+from model.recipes.proof.warmup import train_and_save
 from model.training.examples import IGNORE_INDEX
-from model.training.optimizers import warmup_cosine
-from model.training.warmup import train_and_save
 
 WARMUP_LOG = "language_warmup.jsonl"
 
@@ -98,7 +98,7 @@ def warm_up_language(model_dir: str | Path, out_dir: str | Path, texts: Sequence
     params = [p for name, p in vlm.named_parameters() if not name.startswith("model.visual.")]
     params += list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(min(100, steps // 10), steps))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, min(100, steps // 10), steps)
     rows = [encode_reasoning(processor, text) for text in texts]
     phrases = [grounded_phrases(processor, ids) for ids, _ in rows]
     rng = np.random.default_rng(seed)

@@ -1,13 +1,9 @@
-"""Proof of learning: train a tiny SegChat from random initialisation on synthetic reasoning scenes.
+"""The proof-of-learning recipe: train a tiny SegChat from random initialisation on synthetic reasoning scenes.
 
-    python -m model.training.proof WORK_DIR [--steps N] [--seed S]
-
-writes WORK_DIR/train, WORK_DIR/heldout (synthetic scenes, different seeds), WORK_DIR/base (the random model),
-WORK_DIR/language (its language model warmed up on text, see `model.training.language_warmup`), WORK_DIR/warmed
-(then its vision tower too, see `model.training.vision_warmup`), WORK_DIR/run (checkpoints, loss_log.jsonl) and
-WORK_DIR/run/export (the trained model, also the offline demo).
-Score both with `python -m model.evaluate --model WORK_DIR/base|WORK_DIR/run/export --data
-WORK_DIR/heldout/data.jsonl`.
+`build_proof(WORK_DIR)` writes WORK_DIR/train, WORK_DIR/heldout (synthetic scenes, different seeds), WORK_DIR/base
+(the random model), WORK_DIR/language (its language model warmed up on text, see `language_warmup`), WORK_DIR/warmed
+(then its vision tower too, see `vision_warmup`), WORK_DIR/run (checkpoints, loss_log.jsonl) and WORK_DIR/run/export
+(the trained model, also the offline demo). `python -m model.recipes.proof WORK_DIR` runs it and scores both models.
 
 Unlike the default recipe (LoRA, frozen vision tower and SAM2 image encoder), everything but SAM2's prompt
 encoder trains here: randomly initialised encoders have nothing to preserve (with the SAM2 image encoder frozen
@@ -17,20 +13,18 @@ start from PyTorch's default init (see `model.tiny.torch_default_init`).
 """
 from __future__ import annotations
 
-import argparse
 import json
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from itertools import chain
 from pathlib import Path
 
 from model.data.synthetic import generate_scenes, make_scene, write_jsonl
+from model.recipes.proof.language_warmup import ReasoningText, warm_up_language
+from model.recipes.proof.vision_warmup import warm_up_vision
 from model.tiny import build_tiny
-from model.training.language_warmup import ReasoningText, warm_up_language
 from model.training.loop import TrainConfig, train
 from model.losses import LossWeights
 from model.training.trainable import FinetuneConfig
-from model.training.vision_warmup import warm_up_vision
 
 # Qwen3-VL's vision tower adds learned absolute position embeddings to its patches, so image tokens say where
 # they are; Qwen2.5-VL's carries position only through the language model's M-RoPE.
@@ -40,6 +34,9 @@ PROOF_FAMILY = "qwen3_vl"
 PROOF_TEXT_DIMS = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=8,
                        num_key_value_heads=4, head_dim=16, rope_theta=10.0)
 SCENE_SIZE = 96
+# Raise it when the code changes what the same `ProofRecipe` builds, so that cached demos are rebuilt.
+# 2: the learning rates follow transformers' warm-up schedule (which starts at 0, one step behind the former one).
+REVISION = 2
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,8 @@ class ProofRecipe:
 
 def describe_recipe(recipe: ProofRecipe) -> dict:
     """Everything that decides what `build_proof` produces, as it reads back from JSON (to spot a stale build)."""
-    described = {**asdict(recipe), "family": PROOF_FAMILY, "text_dims": PROOF_TEXT_DIMS, "scene_size": SCENE_SIZE}
+    described = {**asdict(recipe), "family": PROOF_FAMILY, "text_dims": PROOF_TEXT_DIMS, "scene_size": SCENE_SIZE,
+                 "revision": REVISION}
     return json.loads(json.dumps(described))
 
 
@@ -96,20 +94,3 @@ def build_proof(work_dir: str | Path, recipe: ProofRecipe = ProofRecipe(), progr
         save_every=500, log_every=25, cache_examples=True, seed=recipe.seed, progress=progress)
     return train(config)
 
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("work_dir", type=Path)
-    parser.add_argument("--steps", type=int, default=ProofRecipe.steps)
-    parser.add_argument("--seed", type=int, default=ProofRecipe.seed,
-                        help="seed of the training scenes and the model (the held-out scenes use seed + 1)")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    print(build_proof(args.work_dir, ProofRecipe(steps=args.steps, seed=args.seed)))
-
-
-if __name__ == "__main__":
-    main()

@@ -21,7 +21,7 @@ from torch import nn
 from model.data.synthetic import AREA_CLASSES, COLOURS, CORNERS, Scene, area_class
 from model.loading import load_model_and_processor
 from model.processing import SegChatProcessor
-from model.training.warmup import train_and_save
+from model.recipes.proof.warmup import train_and_save
 
 # What the head names about each object, and the classes of each.
 PROPERTIES = {"shape": list(CORNERS), "colour": list(COLOURS), "size": list(AREA_CLASSES)}

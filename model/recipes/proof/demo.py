@@ -1,8 +1,8 @@
 """The offline demo model: the proof-of-learning model, trained from random initialisation on synthetic scenes.
 
-    python -m model.demo        # builds it on first use (minutes on a laptop CPU) and prints its folder
+    python -m model.recipes.proof.demo     # builds it on first use (minutes on a laptop CPU) and prints its folder
 
-No weights are downloaded or shipped: the folder is produced by `model.training.proof` (the documented recipe)
+No weights are downloaded or shipped: the folder is produced by `model.recipes.proof.recipe` (the documented recipe)
 in a cache directory, `$SEGCHAT_DEMO_DIR` or `~/.cache/segchat/demo`, and reused afterwards until the recipe
 changes (a demo built by an older version of the recipe is rebuilt).
 """
@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from model.training.proof import ProofRecipe, build_proof, describe_recipe
+from model.recipes.proof.recipe import ProofRecipe, build_proof, describe_recipe
 
 _READY = "demo.json"
 
