@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.data.masks import erode
 from model.errors import InputError
+from model.media.masks import erode
 from model.segchat import SegChat
 from model.segment import ImageFeatures, binary_masks
 

@@ -26,7 +26,7 @@ from PIL import Image
 
 from model.errors import InputError
 from model.segment import binary_masks
-from model.video import VideoOptions, load_video
+from model.video.clip import VideoClip, VideoOptions, load_video
 
 if TYPE_CHECKING:
     from model.segchat import SegChat
@@ -96,8 +96,8 @@ def run(chat: "SegChat", image: Image.Image | None = None, video: list[Image.Ima
     vision, media = None, None
     if video is not None:
         options = VideoOptions(propagation="sa2va", llm_frames=LLM_FRAMES, frame_sampling="first")
-        media = load_video(list(video), options, chat.limits.video, chat.limits.media,
-                           lambda images: chat.family.encode_images(images, as_video=True))
+        clip = VideoClip(list(video), options, chat.limits.video, chat.limits.media)
+        media = load_video(clip, lambda images: chat.family.encode_images(images, as_video=True))
         vision = media.vision
     elif image is not None:
         image = image if image.mode == "RGB" else image.convert("RGB")

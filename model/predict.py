@@ -12,9 +12,10 @@ from PIL import Image
 
 from model.errors import InputError, MediaError
 from model.loading import CheckpointError
-from model.media import load_image
+from model.media.image import load_image
+from model.media.masks import write_png_mask
+from model.media.render import overlay
 from model.segchat import Reply, SegChat
-from model.visualize import overlay
 
 
 def write_outputs(reply: Reply, image: Image.Image, out_dir: Path) -> list[Path]:
@@ -23,7 +24,7 @@ def write_outputs(reply: Reply, image: Image.Image, out_dir: Path) -> list[Path]
     written = []
     for k, segment in enumerate(reply.segments, start=1):
         path = out_dir / f"mask_{k:02d}.png"
-        Image.fromarray(segment.mask.astype(np.uint8) * 255).save(path)
+        write_png_mask(segment.mask, path)
         written.append(path)
     path = out_dir / "overlay.png"
     Image.fromarray(overlay(np.asarray(image), [s.mask for s in reply.segments])).save(path)

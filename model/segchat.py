@@ -17,19 +17,21 @@ from model.answer import MarkupIds, parse_answer
 from model.errors import InputError
 from model.families import Family, VisionInputs, make_family
 from model.loading import pick_device, pick_dtype, prepare_checkpoint, quantization_config
-from model.media import ImageSource, MediaLimits, load_image
+from model.media.image import ImageSource, MediaLimits, load_image
+from model.media.masks import VideoMask
+from model.media.video_file import VideoLimits
 from model.modeling import SegChatModel
 from model.prompting import PromptBuilder, default_system_prompt, load_media_layout, load_template
 from model.segment import ImageFeatures, MaskDecoder, binary_masks
-from model.video import VideoMask, VideoMedia, VideoOptions, VideoSegmenter, load_video
-from model.video_io import VideoLimits
+from model.video.clip import VideoClip, VideoMedia, VideoOptions, load_video
+from model.video.segmenter import VideoSegmenter
 
 
 @dataclass
 class Segment:
     """One object. Image: `mask` is bool H x W at the original image size (display orientation).
 
-    Video: `mask` is a `model.video.VideoMask`, a lazy T x H x W bool accessor at the original video size that
+    Video: `mask` is a `model.media.masks.VideoMask`, a lazy T x H x W bool accessor at the original video size that
     stores per-frame COCO RLE (`mask[t]` decodes frame t; `np.asarray(mask)` materializes all frames, avoid it on
     long clips); `mask.presence[t]` is the per-frame object-score logit (an object that left the frame has an
     empty mask there) and `presence` is its maximum over the clip.
@@ -224,9 +226,10 @@ class Conversation:
     def ask(self, text: str, image: ImageSource | None = None, video=None, **video_options) -> Reply:
         """Answer one message; `image` is a path, PIL image or HxWx3 array, or None to keep the current media.
 
-        `video` is a video file (mp4, webm, mov, animated gif...; the content decides, not the extension) or a list
-        of frames; `video_options` are `model.video.VideoOptions` fields: `propagation="sa2va" | "memory"`,
-        `llm_frames=5`, `frame_sampling="first" | "uniform"`, `key_frames`, `stride`, `max_side`, `max_frames`.
+        `video` is a video file (mp4, webm, mov, animated gif...; the content decides, not the extension), a list
+        of frames, or a `model.video.clip.VideoClip` already built (and probed) with its options; `video_options` are
+        `model.video.clip.VideoOptions` fields: `propagation="sa2va" | "memory"`, `llm_frames=5`,
+        `frame_sampling="first" | "uniform"`, `key_frames`, `stride`, `max_side`, `max_frames`.
         On a follow-up about the same video, `propagation` and `key_frames` may change; the LLM frames stay.
         """
         for item in self.ask_stream(text, image=image, video=video, **video_options):
@@ -246,9 +249,12 @@ class Conversation:
         media_ids: list[int] = []
         video_run: VideoOptions | None = None
         if video is not None:  # validate everything before touching the conversation
-            video_run = _video_options(video_options)
-            media = load_video(video, video_run, chat.limits.video, chat.limits.media,
-                               lambda images: chat.family.encode_images(images, as_video=True))
+            if isinstance(video, VideoClip) and video_options:
+                raise InputError("A VideoClip carries its own options; set them when building it.")
+            clip = video if isinstance(video, VideoClip) else VideoClip(
+                video, _video_options(video_options), chat.limits.video, chat.limits.media)
+            video_run = clip.options
+            media = load_video(clip, lambda images: chat.family.encode_images(images, as_video=True))
             history = chat.prompts.system_turn(chat.system_prompt)
             media_ids = chat.prompts.media_block(media.vision.runs)
         elif image is not None:

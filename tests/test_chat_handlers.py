@@ -10,9 +10,9 @@ from PIL import Image
 
 from app_server import ANSWER, SETTINGS, write_bomb_png, write_image
 from chat import handlers
-from chat.render import palette
 from chat.session import Session, close_session
 from model.errors import InputError
+from model.media.render import palette
 
 
 @pytest.fixture
@@ -157,7 +157,7 @@ def test_legend_and_toggling(chat, tmp_path):
 
 
 def test_video_turn_writes_a_playable_h264_overlay_and_per_frame_rle(chat, tmp_path):
-    from chat.export import write_h264_mp4
+    from model.media.export import write_h264_mp4
 
     frames = [np.full((48, 64, 3), 40 * t, dtype=np.uint8) for t in range(6)]
     video = write_h264_mp4(frames, tmp_path / "clip.mp4", fps=10)

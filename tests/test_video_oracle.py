@@ -61,7 +61,8 @@ def _reference(folder: Path, case: str) -> dict:
 def test_sa2va_video_parity(oracle, case):
     folder = shared_path("oracle", oracle)
     convert = pytest.importorskip("model.convert.sa2va", reason="the Sa2VA converter is not in this checkout")
-    from model.video import VideoClip, VideoOptions, VideoSegmenter
+    from model.video.clip import VideoClip, VideoOptions
+    from model.video.segmenter import VideoSegmenter
 
     torch.manual_seed(0)
     _, sam2, _, info = convert.load_sa2va_modules(folder, dtype=torch.float32)

@@ -20,8 +20,9 @@ from typing import Any
 
 from pycocotools import mask as mask_utils
 
-from model.data.masks import decode_rle, parse_polygon, rle_size
+from model.data.masks import parse_polygon, rle_size
 from model.data.sample import DatasetError, LazySamples, Sample, count_seg
+from model.media.masks import decode_rle
 
 DEFAULT_ANSWER = "Sure, [SEG]."
 

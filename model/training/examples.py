@@ -8,7 +8,7 @@ import torch
 
 from model.data.sample import DatasetError, Sample
 from model.families import VisionInputs
-from model.media import load_image
+from model.media.image import load_image
 from model.preprocess import sam2_pixels
 
 IGNORE_INDEX = -100
