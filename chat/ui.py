@@ -7,7 +7,6 @@ Per-user data lives only in the `gr.State` holding a `Session`; the model is sha
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import gradio as gr
 
