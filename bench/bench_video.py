@@ -24,13 +24,15 @@ DEFAULT_VIDEO = ROOT.parent / "shared" / "data" / "videos" / "01_dog.mp4"
 
 
 def make_clip(src: Path, n: int, out: Path, side: int) -> Path:
-    from chat.export import write_h264_mp4
-    from model.video_io import iter_frames
+    from model.media.export import write_h264_mp4
+    from model.media.video_file import VideoFile
+
+    source = VideoFile(src)
 
     def frames():
         produced = 0
         while produced < n:
-            for _, frame in iter_frames(src, max_side=side):
+            for _, frame in source.frames(max_side=side):
                 yield frame
                 produced += 1
                 if produced >= n:

@@ -9,32 +9,27 @@ from __future__ import annotations
 import html
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from chat.refine import interior_point, refine_mask
-from chat.render import colored_answer_html, legend_html, palette
+from chat.render import colored_answer_html, legend_html
 from chat.session import Media, Result, Session, Turn
 from chat.settings import AppSettings
-from chat.views import Progress, write_canvas, write_result_files
+from chat.views import write_canvas, write_result_files
 from model.errors import InputError, MediaError
-from model.media import check_media_file, load_image
+from model.media.export import Progress
+from model.media.image import check_media_file, load_image
+from model.media.kind import media_kind
+from model.media.render import palette
 from model.inference import Reply
-from model.video_io import probe_video, read_frames
+from model.video.clip import VideoClip, VideoOptions
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpeg", ".mpg", ".ogv"}
 Message = dict  # {"role": "user" | "assistant", "content": str | {"path": str}}
-
-
-@dataclass(frozen=True)
-class VideoOptions:
-    propagation: str = "sa2va"  # "sa2va" | "memory"
-    llm_frames: int = 5
-    frame_sampling: str = "first"  # "first" | "uniform"
 
 
 @dataclass
@@ -91,15 +86,20 @@ def _first_upload(files: Sequence[str | Path] | None) -> Path | None:
     return Path(files[0])
 
 
-def _open_media(session: Session, path: Path, settings: AppSettings) -> tuple[Media, dict]:
-    """Validate an upload and return it with the `ask_stream` arguments that send it to the model."""
+def _open_media(path: Path, settings: AppSettings, video: VideoOptions) -> dict:
+    """Validate an upload (a video is probed here, once) and return the `ask_stream` arguments that send it."""
     check_media_file(path, settings.max_file_bytes, "uploaded")
-    if path.suffix.lower() in VIDEO_SUFFIXES:
-        info = probe_video(path, settings.video)
-        first = read_frames(path, [0], limits=settings.video)[0]
-        return Media("video", path.name, first, path, info.fps), {"video": str(path)}
-    picture = load_image(path, session.chat.limits.media)
-    return Media("image", path.name, np.asarray(picture)), {"image": picture}
+    if media_kind(path) == "video":
+        options = replace(video, max_frames=settings.video_max_frames)
+        return {"video": VideoClip(path, options, settings.video)}
+    return {"image": load_image(path, settings.image)}
+
+
+def _media(name: str, media_args: dict, session: Session) -> Media:
+    """The app's record of an upload once the model has taken it: the model's own media state."""
+    if "video" in media_args:
+        return Media(name, video=session.conversation.media)
+    return Media(name, image=np.asarray(media_args["image"]))
 
 
 def _result(media: Media, reply: Reply) -> Result | None:
@@ -116,27 +116,27 @@ def ask(session: Session, text: str, files: Sequence[str | Path] | None = None,
     """One turn: yields the chat after every streamed piece of the answer; the session holds the outcome.
 
     A new upload replaces the media under discussion; without one the question is about the current media.
+    `video` applies to a new video upload; on a follow-up about a video only its `propagation` is used.
     """
     turn: Turn | None = None
     try:
         upload = _first_upload(files)
         turn = session.begin(text or "", upload)
         yield messages(session)
-        media, media_args = session.media, {}
+        media_args = {}
         if upload is not None:
-            media, media_args = _open_media(session, upload, settings)
-        if media is not None and media.kind == "video":
+            media_args = _open_media(upload, settings, video)
+        elif session.media is not None and session.media.kind == "video":
             media_args["propagation"] = video.propagation  # the only option a follow-up may change
-            if upload is not None:
-                media_args.update(llm_frames=video.llm_frames, frame_sampling=video.frame_sampling,
-                                  max_frames=settings.video_max_frames)
         reply = yield from _stream_answer(session, turn, text, media_args)
         if reply is not None:  # None: stopped, and the conversation is left as it was
-            session.media = media
+            if upload is not None:
+                session.media = _media(upload.name, media_args, session)
+            media = session.media
             turn.warnings = list(reply.warnings)
             turn.result = _result(media, reply) if media is not None else None
             if turn.result is not None:
-                write_result_files(session, turn.result, settings.video, progress)
+                write_result_files(session, turn.result, progress)
     except (MediaError, InputError) as err:
         if turn is None:
             turn = session.begin(text or "", None)
@@ -226,8 +226,7 @@ def _object_index(result: Result, index: int | float | None) -> int:
     return i
 
 
-def refine(session: Session, index: int | float | None, x: float, y: float, include: bool = True,
-           settings: AppSettings = AppSettings()) -> Result:
+def refine(session: Session, index: int | float | None, x: float, y: float, include: bool = True) -> Result:
     """Add a click on the last result's image and re-decode object `index` from all its clicks so far."""
     result = _require_result(session)
     if result.media.kind != "image" or result.media is not session.media:
@@ -245,18 +244,17 @@ def refine(session: Session, index: int | float | None, x: float, y: float, incl
         clicks.pop()
         raise
     result.visible[i] = True
-    write_result_files(session, result, settings.video)
+    write_result_files(session, result)
     return result
 
 
-def reset_refinement(session: Session, index: int | float | None,
-                     settings: AppSettings = AppSettings()) -> Result:
+def reset_refinement(session: Session, index: int | float | None) -> Result:
     """Forget the clicks on object `index` and restore the model's mask."""
     result = _require_result(session)
     i = _object_index(result, index)
     result.clicks.pop(i, None)
     result.masks[i] = result.model_masks[i]
-    write_result_files(session, result, settings.video)
+    write_result_files(session, result)
     return result
 
 

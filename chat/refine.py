@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.data.masks import erode
 from model.errors import InputError
+from model.media.masks import erode
 from model.inference import SegChat
 from model.modeling import ImageFeatures
 

@@ -1,4 +1,5 @@
-"""The HTML that names each object in its mask colour (all text HTML-escaped); overlays come from `model.visualize`."""
+"""The HTML that names each object in its mask colour (all text HTML-escaped); colours and overlays are
+`model.media.render`'s."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from model.visualize import Color, colors_for, overlay, palette  # noqa: F401  (re-exported for the UI)
+from model.media.render import Color, colors_for
 
 
 def _label_text(label: str | None, i: int) -> str:

@@ -15,17 +15,31 @@ from pathlib import Path
 import numpy as np
 
 from model.inference import Conversation, SegChat
+from model.video.clip import VideoMedia
 
 
 @dataclass
 class Media:
-    """What the conversation is about: an image (H×W×3 uint8) or a video file (with its first frame)."""
+    """What the conversation is about, as the model holds it: an image, or the model's video state (its clip,
+    probed once, and the frames the language model saw)."""
 
-    kind: str  # "image" | "video"
     name: str
-    frame: np.ndarray  # the image, or the video's first frame
-    video_path: Path | None = None
-    fps: float = 0.0
+    image: np.ndarray | None = None  # H×W×3 uint8
+    video: VideoMedia | None = None
+
+    @property
+    def kind(self) -> str:
+        return "video" if self.video is not None else "image"
+
+    @property
+    def frame(self) -> np.ndarray:
+        """The picture the canvas shows: the image, or the first frame the language model saw."""
+        return self.image if self.video is None else np.asarray(self.video.images[0])
+
+    @property
+    def frame_index(self) -> int:
+        """`frame`'s index in the video's masks (0 for an image)."""
+        return 0 if self.video is None else self.video.llm_indices[0]
 
 
 @dataclass

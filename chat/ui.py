@@ -7,17 +7,16 @@ Per-user data lives only in the `gr.State` holding a `Session`; the model is sha
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import gradio as gr
 
 from chat import handlers
 from chat.gpu import gpu
-from chat.handlers import VideoOptions
 from chat.session import Session, close_session
 from chat.settings import MIB, AppSettings
 from model.errors import InputError, MediaError
 from model.inference import SegChat
+from model.video.clip import VideoOptions
 
 MODEL_WORK = "model"  # concurrency group of every event that runs the model
 
@@ -27,13 +26,19 @@ CSS = """
 """
 
 
-def limits_text(chat: SegChat, settings: AppSettings) -> str:
-    image = chat.limits.media
-    video = settings.video
-    return (f"Images up to {min(image.max_file_bytes, settings.max_file_bytes) / MIB:.0f} MiB and "
-            f"{image.max_pixels / 1e6:.0f} megapixels; videos up to "
-            f"{min(video.max_file_bytes, settings.max_file_bytes) / MIB:.0f} MiB and {video.max_duration_s:.0f} s. "
+def limits_text(settings: AppSettings) -> str:
+    image, video = settings.image, settings.video
+    return (f"Images up to {image.max_file_bytes / MIB:.0f} MiB and {image.max_pixels / 1e6:.0f} megapixels; "
+            f"videos up to {video.max_file_bytes / MIB:.0f} MiB and {video.max_duration_s:.0f} s. "
             "One file per message; follow-up questions are about the last file sent.")
+
+
+def video_options(propagation: str, llm_frames: float, sampling: str) -> VideoOptions:
+    """The model's video options from the app's controls; values a client invented become an error toast."""
+    try:
+        return VideoOptions(propagation=propagation, llm_frames=int(llm_frames), frame_sampling=sampling)
+    except InputError as err:
+        raise gr.Error(str(err)) from None
 
 
 def _progress_callback(progress: gr.Progress) -> handlers.Progress:
@@ -68,7 +73,7 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
             progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Iterator[tuple]:
         session = session_of(state)
         message = message or {}
-        options = VideoOptions(propagation, int(llm_frames), sampling)
+        options = video_options(propagation, llm_frames, sampling)
         yield from run_turn(session, handlers.ask(session, message.get("text", ""), message.get("files"),
                                                   settings, options, _progress_callback(progress)))
 
@@ -76,7 +81,7 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
     def retry(state: Session | None, propagation: str, llm_frames: float, sampling: str,
               progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Iterator[tuple]:
         session = session_of(state)
-        options = VideoOptions(propagation, int(llm_frames), sampling)
+        options = video_options(propagation, llm_frames, sampling)
         yield from run_turn(session, handlers.retry(session, settings, options, _progress_callback(progress)))
 
     def stop(state: Session | None) -> None:
@@ -105,13 +110,13 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
     @person_errors
     def refine(state: Session | None, index: float | None, x: float, y: float, kind: str) -> tuple:
         session = session_of(state)
-        handlers.refine(session, index, x, y, include=kind != "exclude", settings=settings)
+        handlers.refine(session, index, x, y, include=kind != "exclude")
         return canvas_outputs(session)[0], [str(p) for p in handlers.downloads(session)], session
 
     @person_errors
     def reset(state: Session | None, index: float | None) -> tuple:
         session = session_of(state)
-        handlers.reset_refinement(session, index, settings)
+        handlers.reset_refinement(session, index)
         return canvas_outputs(session)[0], [str(p) for p in handlers.downloads(session)]
 
     @person_errors
@@ -135,7 +140,7 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
                                            placeholder="Upload an image or video and ask, e.g. “Segment the food "
                                                        "richest in vitamin C and explain why.”",
                                            show_label=False)
-                gr.Markdown(limits_text(chat, settings), elem_id="limits")
+                gr.Markdown(limits_text(settings), elem_id="limits")
                 with gr.Row():
                     retry_btn = gr.Button("Retry", size="sm", elem_id="retry")
                     undo_btn = gr.Button("Undo", size="sm", elem_id="undo")

@@ -20,12 +20,13 @@ from transformers.generation.streamers import BaseStreamer
 from model.errors import InputError
 from model.families import VisionInputs
 from model.loading import load_model_and_processor
-from model.media import ImageSource, load_image
+from model.media.image import ImageSource, load_image
 from model.modeling import ImageFeatures, SegChatModel
 from model.processing import Limits, SegChatProcessor
 from model.sa2va.official import predict_forward
 from model.segmenters import Segment, SegEmbeddingSegmenter, SegStates
-from model.video import VideoMedia, VideoOptions, VideoSegmenter, load_video
+from model.video.clip import VideoClip, VideoMedia, VideoOptions, load_video
+from model.video.segmenter import VideoSegmenter
 
 
 @dataclass
@@ -158,9 +159,10 @@ class Conversation:
     def ask(self, text: str, image: ImageSource | None = None, video=None, **video_options) -> Reply:
         """Answer one message; `image` is a path, PIL image or HxWx3 array, or None to keep the current media.
 
-        `video` is a video file (mp4, webm, mov, animated gif...; the content decides, not the extension) or a list
-        of frames; `video_options` are `model.video.VideoOptions` fields: `propagation="sa2va" | "memory"`,
-        `llm_frames=5`, `frame_sampling="first" | "uniform"`, `key_frames`, `stride`, `max_side`, `max_frames`.
+        `video` is a video file (mp4, webm, mov, animated gif...; the content decides, not the extension), a list
+        of frames, or a `model.video.clip.VideoClip` already built (and probed) with its options; `video_options` are
+        `model.video.clip.VideoOptions` fields: `propagation="sa2va" | "memory"`, `llm_frames=5`,
+        `frame_sampling="first" | "uniform"`, `key_frames`, `stride`, `max_side`, `max_frames`.
         On a follow-up about the same video, `propagation` and `key_frames` may change; the LLM frames stay.
         """
         for item in self.ask_stream(text, image=image, video=video, **video_options):
@@ -196,10 +198,12 @@ class Conversation:
         """The turn's new media (loaded and encoded for the VLM) and its video options; (None, None) if none."""
         processor = self.chat.processor
         if video is not None:
-            options = _video_options(video_options)
+            if isinstance(video, VideoClip) and video_options:
+                raise InputError("A VideoClip carries its own options; set them when building it.")
             limits = processor.limits
-            encode = partial(processor.encode_images, as_video=True)
-            return load_video(video, options, limits.video, limits.media, encode), options
+            clip = video if isinstance(video, VideoClip) else VideoClip(
+                video, _video_options(video_options), limits.video, limits.media)
+            return load_video(clip, partial(processor.encode_images, as_video=True)), clip.options
         if image is not None:
             picture = load_image(image, processor.limits.media)
             return ImageMedia(picture, processor.encode_images([picture])), None

@@ -11,9 +11,10 @@ import numpy as np
 from PIL import Image
 
 from model.errors import SegChatError
-from model.media import load_image
 from model.inference import Reply, SegChat
-from model.visualize import overlay
+from model.media.image import load_image
+from model.media.masks import write_png_mask
+from model.media.render import overlay
 
 
 def write_outputs(reply: Reply, image: Image.Image, out_dir: Path) -> list[Path]:
@@ -22,7 +23,7 @@ def write_outputs(reply: Reply, image: Image.Image, out_dir: Path) -> list[Path]
     written = []
     for k, segment in enumerate(reply.segments, start=1):
         path = out_dir / f"mask_{k:02d}.png"
-        Image.fromarray(segment.mask.astype(np.uint8) * 255).save(path)
+        write_png_mask(segment.mask, path)
         written.append(path)
     path = out_dir / "overlay.png"
     Image.fromarray(overlay(np.asarray(image), [s.mask for s in reply.segments])).save(path)

@@ -18,10 +18,10 @@ from model.answer import MarkupIds, ParsedAnswer, parse_answer
 from model.config import SegChatConfig
 from model.errors import InputError
 from model.families import VisionInputs, make_family, needs_image_processor
-from model.media import MediaLimits
+from model.media.image import MediaLimits
 from model.preprocess import sam2_pixels
 from model.prompting import PromptBuilder, default_system_prompt, load_media_layout, load_template
-from model.video_io import VideoLimits
+from model.media.video_file import VideoLimits
 
 
 @dataclass

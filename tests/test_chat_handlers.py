@@ -10,9 +10,9 @@ from PIL import Image
 
 from app_server import ANSWER, SETTINGS, write_bomb_png, write_image
 from chat import handlers
-from chat.render import palette
 from chat.session import Session, close_session
 from model.errors import InputError
+from model.media.render import palette
 
 
 @pytest.fixture
@@ -157,7 +157,7 @@ def test_legend_and_toggling(chat, tmp_path):
 
 
 def test_video_turn_writes_a_playable_h264_overlay_and_per_frame_rle(chat, tmp_path):
-    from chat.export import write_h264_mp4
+    from model.media.export import write_h264_mp4
 
     frames = [np.full((48, 64, 3), 40 * t, dtype=np.uint8) for t in range(6)]
     video = write_h264_mp4(frames, tmp_path / "clip.mp4", fps=10)
@@ -185,3 +185,28 @@ def test_closing_a_session_frees_its_files(chat, tmp_path):
     close_session(session)
     assert not session.workdir.exists() and session.turns == []
     close_session(None)
+
+
+def test_a_video_turn_probes_its_file_once(chat, tmp_path, monkeypatch):
+    from model.media import video_file
+    from model.media.export import write_h264_mp4
+
+    frames = [np.full((48, 64, 3), 30 * t, dtype=np.uint8) for t in range(6)]
+    video = write_h264_mp4(frames, tmp_path / "clip.mp4", fps=10)
+    probes = []
+    probe = video_file.probe_video
+    monkeypatch.setattr(video_file, "probe_video", lambda *a, **k: probes.append(a) or probe(*a, **k))
+    session = Session(chat)
+    run(handlers.ask(session, "segment", [video], SETTINGS))  # upload -> answer -> overlay and downloads
+    assert session.turns[-1].error is None and session.last_result.overlay.suffix == ".mp4"
+    assert len(probes) == 1
+
+
+def test_an_animated_gif_upload_is_a_video(chat, tmp_path):
+    frames = [Image.fromarray(np.full((48, 64, 3), 40 * t, dtype=np.uint8)) for t in range(3)]
+    gif = tmp_path / "anim.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100)
+    session = Session(chat)
+    run(handlers.ask(session, "segment", [gif], SETTINGS))
+    assert session.turns[-1].error is None and session.media.kind == "video"
+    assert session.last_result.masks[0].shape == (3, 48, 64)

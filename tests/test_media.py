@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import shared_path
 from model.errors import MediaError
-from model.media import MediaLimits, load_image
+from model.media.image import MediaLimits, load_image
 
 def _real(name: str) -> Path:
     return shared_path("data", "images", name)

@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from chat.export import masks_to_coco_rle, masks_to_png_zip, write_coco_rle_json, write_h264_mp4
-from chat.render import colored_answer_html, legend_html, overlay, palette
+from chat.render import colored_answer_html, legend_html
+from model.media.export import masks_to_coco_rle, masks_to_png_zip, write_coco_rle_json, write_h264_mp4
+from model.media.render import overlay, palette
 
 EVIL = '<script>alert("x")</script>'
 

@@ -14,8 +14,9 @@ from pycocotools import mask as mask_utils
 from model import MediaError, SegChat
 from model.errors import InputError
 from model.tiny import build_tiny
-from model.video import VideoClip, VideoMask, VideoOptions
-from model.video_io import VideoLimits
+from model.media.masks import VideoMask
+from model.media.video_file import VideoLimits
+from model.video.clip import VideoClip, VideoOptions
 from tests.conftest import ScriptedAnswer, script, shared_path
 
 ANSWER = "It is <p>dog</p> [SEG] and [SEG].<|im_end|>"
@@ -119,12 +120,12 @@ def test_clip_holds_no_frames_for_files(tmp_path):
 
 
 def test_overlay_mp4_and_rle_json(chat, tmp_path):
-    from chat.video_overlay import write_overlay_video, write_video_rle_json
+    from model.media.export import write_coco_rle_json, write_overlay_video
 
     path = _write(tmp_path / "in.mp4", _frames(17, 66, 50))
     conv = chat.new_conversation()
     reply = conv.ask("Segment it.", video=path)
-    out = write_overlay_video(conv.media.clip, reply.segments, tmp_path / "overlay.mp4")
+    out = write_overlay_video(conv.media.clip, [s.mask for s in reply.segments], tmp_path / "overlay.mp4")
     with av.open(str(out)) as container:
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264"
@@ -133,7 +134,8 @@ def test_overlay_mp4_and_rle_json(chat, tmp_path):
     assert len(decoded) == 17
     assert (decoded[0].width, decoded[0].height) == (66, 50)
 
-    data = json.loads(write_video_rle_json(reply.segments, tmp_path / "masks.json").read_text())
+    masks, labels, scores = zip(*((s.mask, s.label, s.score) for s in reply.segments))
+    data = json.loads(write_coco_rle_json(masks, labels, tmp_path / "masks.json", scores).read_text())
     assert len(data["objects"]) == 2
     obj = data["objects"][0]
     assert len(obj["segmentations"]) == 17 and len(obj["presence"]) == 17
@@ -145,7 +147,7 @@ def test_overlay_mp4_and_rle_json(chat, tmp_path):
 
 
 def test_follow_up_reuses_llm_frames_and_sam2_features(chat, tmp_path, monkeypatch):
-    import model.video as video
+    from model.video import segmenter
 
     path = _write(tmp_path / "v.mp4", _frames(12))
     conv = chat.new_conversation()
@@ -154,8 +156,8 @@ def test_follow_up_reuses_llm_frames_and_sam2_features(chat, tmp_path, monkeypat
     features = dict(media.sam_features)
     assert sorted(features) == media.llm_indices == [0, 1, 2, 3, 4]
     calls = []
-    original = video.VideoSegmenter.frame_features
-    monkeypatch.setattr(video.VideoSegmenter, "frame_features",
+    original = segmenter.VideoSegmenter.frame_features
+    monkeypatch.setattr(segmenter.VideoSegmenter, "frame_features",
                         lambda self, frame: calls.append(1) or original(self, frame))
     reply = conv.ask("And now with memory?", propagation="memory")
     assert conv.media is media

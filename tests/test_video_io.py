@@ -13,15 +13,20 @@ from PIL import Image
 
 from conftest import shared_path
 from model.errors import MediaError
-from model.video_io import (
-    VideoLimits,
-    frame_times,
-    frames_from_list,
-    iter_frames,
-    probe_video,
-    read_frames,
-    sample_indices,
-)
+from model.media.video_file import VideoFile, VideoLimits, probe_video
+from model.video.clip import frames_from_list, sample_indices
+
+
+def iter_frames(path, stride=1, max_side=None, limits=VideoLimits()):
+    return VideoFile(path, limits).frames(stride, max_side)
+
+
+def read_frames(path, indices, max_side=None):
+    return VideoFile(path).read(indices, max_side)
+
+
+def frame_times(path):
+    return list(probe_video(path).frame_times)
 
 def _real(name: str) -> Path:
     return shared_path("data", "videos", name)

@@ -60,16 +60,14 @@ def _reference(folder: Path, case: str) -> dict:
 @pytest.mark.parametrize("oracle,case", _oracle_video_cases())
 def test_sa2va_video_parity(oracle, case):
     folder = shared_path("oracle", oracle)
-    convert = pytest.importorskip("model.sa2va.convert.sa2va", reason="the Sa2VA converter is not in this checkout")
-    from model.video import VideoClip, VideoOptions, VideoSegmenter
+    from model import SegChat
+    from model.video.clip import VideoClip, VideoOptions
 
     torch.manual_seed(0)
-    _, sam2, _, info = convert.load_sa2va_modules(folder, dtype=torch.float32)
+    segmenter = SegChat.from_pretrained(folder, device="cpu", dtype="fp32").video_segmenter
     ref = _reference(folder, case)
     frames = [np.asarray(Image.open(p).convert("RGB")) for p in ref["frames"]]
     clip = VideoClip(frames, VideoOptions(propagation="sa2va", llm_frames=5))
-    mode = info["sam2_pixel_mode"]
-    segmenter = VideoSegmenter(sam2, mode["video"] if isinstance(mode, dict) else mode)
     lowres: dict[int, np.ndarray] = {}
     scores: dict[int, float] = {}
 

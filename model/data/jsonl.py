@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from model.data.masks import decode_rle, image_size, read_png_mask, rle_size
-from model.errors import DatasetError
+from model.data.masks import image_size, rle_size
 from model.data.sample import LazySamples, Sample, count_seg
+from model.errors import DatasetError
+from model.media.masks import decode_rle, read_png_mask
 
 _FRAME_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 

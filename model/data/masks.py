@@ -1,4 +1,6 @@
-"""Mask encodings shared by the readers and the synthetic writer: COCO RLE, COCO polygons, PNG files."""
+"""Annotation checks of the dataset readers: image sizes, COCO RLE fields, COCO polygons.
+
+Encoding, decoding and PNG mask files are `model.media.masks`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,12 +8,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
-from pycocotools import mask as mask_utils
 
 from model.errors import DatasetError
-
-# PNG modes whose raw values are labels/indices rather than colours.
-_INDEX_MODES = {"1", "L", "P", "I", "I;16"}
 
 
 def image_size(path: Path, source: Path | None = None, line: int | None = None) -> tuple[int, int]:
@@ -26,19 +24,6 @@ def image_size(path: Path, source: Path | None = None, line: int | None = None) 
     return h, w
 
 
-def read_png_mask(path: Path) -> np.ndarray:
-    """A bool HxW mask from a PNG: non-zero label/index, or non-black for colour PNGs."""
-    with Image.open(path) as im:
-        if im.mode not in _INDEX_MODES:
-            im = im.convert("L")
-        return np.asarray(im) > 0
-
-
-def write_png_mask(mask: np.ndarray, path: Path) -> None:
-    """Write a bool HxW mask as an 8-bit PNG (0 / 255)."""
-    Image.fromarray(mask.astype(np.uint8) * 255).save(path)
-
-
 def rle_size(rle: Any, source: Path, line: int | None = None) -> tuple[int, int]:
     """Validate a COCO RLE dict ({"size": [h, w], "counts": str | list[int]}) and return (h, w)."""
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
@@ -50,22 +35,6 @@ def rle_size(rle: Any, source: Path, line: int | None = None) -> tuple[int, int]
     if not (isinstance(counts, str) or (isinstance(counts, list) and all(isinstance(c, int) for c in counts))):
         raise DatasetError(source, "RLE 'counts' must be a string or a list of ints", line)
     return size[0], size[1]
-
-
-def decode_rle(rle: dict[str, Any]) -> np.ndarray:
-    """Decode a (validated) COCO RLE, compressed or uncompressed, to a bool HxW mask."""
-    h, w = rle["size"]
-    if isinstance(rle["counts"], list):
-        rle = mask_utils.frPyObjects(rle, h, w)
-    elif isinstance(rle["counts"], str):
-        rle = {"size": [h, w], "counts": rle["counts"].encode("ascii")}
-    return mask_utils.decode(rle).astype(bool)
-
-
-def encode_rle(mask: np.ndarray) -> dict[str, Any]:
-    """Encode a bool HxW mask as a JSON-ready compressed COCO RLE."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def parse_polygon(points: Any, source: Path, what: str) -> np.ndarray:
@@ -92,17 +61,3 @@ def rasterize_polygon(points: np.ndarray, height: int, width: int) -> np.ndarray
     canvas = Image.new("1", (width, height), 0)
     ImageDraw.Draw(canvas).polygon([tuple(p) for p in points.tolist()], fill=1)
     return np.asarray(canvas, dtype=bool)
-
-
-def erode(mask: np.ndarray, border_is_outside: bool = False) -> np.ndarray:
-    """Mask pixels whose four neighbours are all in the mask (beyond the image border counts as inside unless
-    `border_is_outside`)."""
-    inner = mask.copy()
-    inner[1:, :] &= mask[:-1, :]
-    inner[:-1, :] &= mask[1:, :]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    if border_is_outside:
-        inner[[0, -1], :] = False
-        inner[:, [0, -1]] = False
-    return inner

@@ -20,9 +20,10 @@ from typing import Any
 
 from pycocotools import mask as mask_utils
 
-from model.data.masks import decode_rle, parse_polygon, rle_size
-from model.errors import DatasetError
+from model.data.masks import parse_polygon, rle_size
 from model.data.sample import LazySamples, Sample, count_seg
+from model.errors import DatasetError
+from model.media.masks import decode_rle
 
 DEFAULT_ANSWER = "Sure, [SEG]."
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from model.data.masks import decode_rle
 from model.data.sample import Sample
 from model.evaluation.scoring import RULES, Scored, score, summarize
-from model.media import load_image
-from model.visualize import overlay
+from model.media.image import load_image
+from model.media.masks import decode_rle
+from model.media.render import overlay
 
 _FRAME_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 

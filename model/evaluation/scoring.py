@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from model.data.masks import decode_rle, encode_rle
+from model.media.masks import decode_rle, encode_rle
 from model.metrics import MetricAccumulator, iou, j_and_f
 
 RULES = {

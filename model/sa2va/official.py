@@ -30,7 +30,8 @@ from model.modeling import SegChatModel
 from model.processing import SegChatProcessor
 from model.segmenters import SegEmbeddingSegmenter
 from model.segmenters.base import binary_masks
-from model.video import VideoMedia, VideoOptions, VideoSegmenter, load_video
+from model.video.clip import VideoClip, VideoMedia, VideoOptions, load_video
+from model.video.segmenter import VideoSegmenter
 
 MAX_NEW_TOKENS = 2048
 LLM_FRAMES = 5
@@ -106,8 +107,8 @@ def predict_forward(model: SegChatModel, processor: SegChatProcessor, image: Ima
     if video is not None:
         options = VideoOptions(propagation="sa2va", llm_frames=LLM_FRAMES, frame_sampling="first")
         limits = processor.limits
-        media = load_video(list(video), options, limits.video, limits.media,
-                           partial(processor.encode_images, as_video=True))
+        clip = VideoClip(list(video), options, limits.video, limits.media)
+        media = load_video(clip, partial(processor.encode_images, as_video=True))
         vision = media.vision
     elif image is not None:
         image = image if image.mode == "RGB" else image.convert("RGB")

@@ -22,7 +22,7 @@ Prompts = TypeVar("Prompts", contravariant=True)
 class Segment:
     """One object. Image: `mask` is bool H x W at the original image size (display orientation).
 
-    Video: `mask` is a `VideoMask`, a lazy T x H x W bool accessor at the original video size that stores per-frame
+    Video: `mask` is a `model.media.masks.VideoMask`, a lazy T x H x W bool accessor at the original video size that stores per-frame
     COCO RLE (`mask[t]` decodes frame t; `np.asarray(mask)` materializes all frames, avoid it on long clips);
     `mask.presence[t]` is the per-frame object-score logit (an object that left the frame has an empty mask
     there) and `presence` is its maximum over the clip.

@@ -10,7 +10,7 @@ import torch
 from model.errors import DatasetError
 from model.data.sample import Sample
 from model.families import VisionInputs
-from model.media import load_image
+from model.media.image import load_image
 from model.processing import SegChatProcessor
 
 IGNORE_INDEX = -100

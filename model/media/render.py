@@ -1,4 +1,6 @@
-"""Colour palettes and mask overlays, shared by the chat UI, the prediction CLI and evaluation reports."""
+"""Colour palettes and mask overlays, shared by the chat UI, the prediction CLI, exports and evaluation reports.
+
+Imports numpy, Pillow and `model.media.masks` (the one erosion, for outlines)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,9 @@ import colorsys
 from collections.abc import Sequence
 
 import numpy as np
+from PIL import Image
+
+from model.media.masks import erode
 
 Color = tuple[int, int, int]
 
@@ -46,15 +51,19 @@ def colors_for(n: int, colors: Sequence[Color] | None) -> Sequence[Color]:
 
 def _edge(mask: np.ndarray, width: int) -> np.ndarray:
     """Pixels of `mask` within `width` pixels (4-neighbourhood) of its border."""
-    inner = mask.copy()
+    inner = mask
     for _ in range(width):
-        shrunk = inner.copy()
-        shrunk[1:, :] &= inner[:-1, :]
-        shrunk[:-1, :] &= inner[1:, :]
-        shrunk[:, 1:] &= inner[:, :-1]
-        shrunk[:, :-1] &= inner[:, 1:]
-        inner = shrunk
+        inner = erode(inner)
     return mask & ~inner
+
+
+def fit_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A bool `mask` at `shape` (H, W), nearest-neighbour: video frames may be decoded smaller than their masks."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape == shape:
+        return mask
+    image = Image.fromarray(mask.astype(np.uint8) * 255).resize((shape[1], shape[0]), Image.Resampling.NEAREST)
+    return np.asarray(image) > 127
 
 
 def overlay(

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import MediaError
+from model.errors import MediaError
 
 ImageSource = str | Path | Image.Image | np.ndarray
 

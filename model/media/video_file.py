@@ -1,7 +1,11 @@
-"""Safe video input with PyAV: probe and enforce limits first, then stream frames.
+"""Safe video files with PyAV: probe once and enforce limits first, then stream frames.
+
+`probe_video` opens a file once: header, limits, the first frame (to prove it decodes) and every packet's
+timestamp (the exact frame count, where headers only estimate). A `VideoFile` holds that probe; its decoding
+passes (`frames`, `read`) reopen the container but never probe again.
 
 Frames are indexed in decoder output order (0, 1, 2, ...), which stays correct for
-variable frame rate; `frame_times` gives each frame's presentation time from its pts.
+variable frame rate; `VideoInfo.frame_times` gives each frame's presentation time from its pts.
 Rotation metadata (the display matrix) is applied so frames come out in display
 orientation; mirrored display matrices are applied as their rotation part only.
 Transparency in GIF/webm frames is dropped.
@@ -17,8 +21,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .errors import MediaError
-from .media import ImageSource, MediaLimits, check_media_file, load_image
+from model.errors import MediaError
+from model.media.image import check_media_file
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,12 @@ class VideoInfo:
     duration_s: float
     codec: str
     rotation: int  # counter-clockwise degrees applied for display: 0, 90, 180 or 270
+    frame_times: tuple[float, ...] = ()  # presentation time (s, from the first frame) of each frame, from packets
+
+    @property
+    def frame_count(self) -> int:
+        """The exact number of frames where the packets tell it, else the header's estimate."""
+        return len(self.frame_times) or self.n_frames
 
 
 def _video_stream(container: av.container.InputContainer, name: str) -> av.VideoStream:
@@ -117,7 +127,8 @@ def _check_limits(
 
 
 def probe_video(path: str | Path, limits: VideoLimits = VideoLimits()) -> VideoInfo:
-    """Read a video's header (and its first frame, to prove it decodes), or raise MediaError."""
+    """Read a video's header, its packets' timestamps and its first frame (to prove it decodes), in one opening
+    of the file, or raise MediaError. The only function that probes a video."""
     path = Path(path)
     check_media_file(path, limits.max_file_bytes, "video")
     with _open(path) as stream:
@@ -137,18 +148,17 @@ def probe_video(path: str | Path, limits: VideoLimits = VideoLimits()) -> VideoI
         _check_limits(width, height, n_frames, duration, limits)
         if _truncated(stream, path.stat().st_size):
             raise MediaError(f"The video “{path.name}” is incomplete (the file was cut short).")
-        try:
-            first = next(stream.container.decode(stream), None)
-        except av.FFmpegError:
-            raise MediaError(
-                f"The video “{path.name}” is damaged and cannot be decoded."
-            ) from None
-        if first is None:
-            raise MediaError(f"The video “{path.name}” contains no video frames.")
+        first, stamps = _first_frame_and_stamps(stream, path.name, limits)
         turns = _display_quarter_turns(first.rotation)
         codec = cc.name
+        time_base = stream.time_base
     if turns % 2:
         width, height = height, width
+    if not stamps or any(pts is None for pts in stamps):
+        times = [i / fps if fps else 0.0 for i in range(len(stamps) or n_frames)]
+    else:
+        stamps.sort()
+        times = [float((pts - stamps[0]) * time_base) for pts in stamps]
     return VideoInfo(
         width=width,
         height=height,
@@ -157,7 +167,33 @@ def probe_video(path: str | Path, limits: VideoLimits = VideoLimits()) -> VideoI
         duration_s=duration,
         codec=codec,
         rotation=turns * 90,
+        frame_times=tuple(times),
     )
+
+
+def _too_many_frames(limits: VideoLimits) -> MediaError:
+    return MediaError(f"The video has more than {limits.max_frames} frames, the limit.")
+
+
+def _first_frame_and_stamps(
+    stream: av.VideoStream, name: str, limits: VideoLimits
+) -> tuple[av.VideoFrame, list[int | None]]:
+    """One pass over the packets: every packet's pts, and the first frame decoded (to prove the codec works)."""
+    first = None
+    stamps: list[int | None] = []
+    try:
+        for packet in stream.container.demux(stream):
+            if packet.size:
+                stamps.append(packet.pts)
+                if len(stamps) > limits.max_frames:
+                    raise _too_many_frames(limits)
+            if first is None:
+                first = next(iter(packet.decode()), None)
+    except av.FFmpegError:
+        raise MediaError(f"The video “{name}” is damaged and cannot be decoded.") from None
+    if first is None:
+        raise MediaError(f"The video “{name}” contains no video frames.")
+    return first, stamps
 
 
 def _scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
@@ -199,9 +235,7 @@ def _decode(
                     first_time = frame.time if first_time is None else first_time
                     last_time = frame.time
                 if index >= limits.max_frames:
-                    raise MediaError(
-                        f"The video has more than {limits.max_frames} frames, the limit."
-                    )
+                    raise _too_many_frames(limits)
                 if keep(index):
                     yield index, _to_rgb(frame, max_side)
                 if last is not None and index >= last:
@@ -225,102 +259,41 @@ def _check_max_side(max_side: int | None) -> None:
         raise ValueError(f"max_side must be a positive int or None, got {max_side}")
 
 
-def iter_frames(
-    path: str | Path,
-    stride: int = 1,
-    max_side: int | None = None,
-    limits: VideoLimits = VideoLimits(),
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Stream (index, H×W×3 uint8 RGB frame) for every `stride`-th frame, display-oriented.
+class VideoFile:
+    """A video file probed once (`info`, limits checked); its decoding passes reuse the probe.
 
-    The video is probed first, so limit and format errors raise here, not on iteration.
-    With `max_side`, frames are downscaled while decoding so the long side is ≤ max_side.
-    Only one decoded frame is held at a time; close the iterator to release the file early.
+    Each pass reopens the container and decodes from the start; none probes again.
     """
-    if stride < 1:
-        raise ValueError(f"stride must be ≥ 1, got {stride}")
-    _check_max_side(max_side)
-    path = Path(path)
-    info = probe_video(path, limits)
-    return _decode(path, lambda i: i % stride == 0, max_side, limits, duration_s=info.duration_s)
 
+    def __init__(self, path: str | Path, limits: VideoLimits = VideoLimits()):
+        self.path = Path(path)
+        self.limits = limits
+        self.info = probe_video(self.path, limits)
 
-def read_frames(
-    path: str | Path,
-    indices: Sequence[int],
-    max_side: int | None = None,
-    limits: VideoLimits = VideoLimits(),
-) -> list[np.ndarray]:
-    """Decode the frames at `indices` (in the order given); decodes up to the largest index."""
-    if any(i < 0 for i in indices):
-        raise ValueError(f"frame indices must be ≥ 0, got {list(indices)}")
-    _check_max_side(max_side)
-    path = Path(path)
-    probe_video(path, limits)
-    if not indices:
-        return []
-    wanted = set(indices)
-    found = dict(_decode(path, wanted.__contains__, max_side, limits, last=max(wanted)))
-    missing = sorted(wanted - found.keys())
-    if missing:
-        raise MediaError(
-            f"The video has fewer frames than expected: frame {missing[0]} does not exist."
-        )
-    return [found[i] for i in indices]
+    def frames(self, stride: int = 1, max_side: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Stream (index, H×W×3 uint8 RGB frame) for every `stride`-th frame, display-oriented.
 
+        With `max_side`, frames are downscaled while decoding so the long side is ≤ max_side.
+        Only one decoded frame is held at a time; close the iterator to release the file early.
+        """
+        if stride < 1:
+            raise ValueError(f"stride must be ≥ 1, got {stride}")
+        _check_max_side(max_side)
+        return _decode(self.path, lambda i: i % stride == 0, max_side, self.limits,
+                       duration_s=self.info.duration_s)
 
-def frame_times(path: str | Path, limits: VideoLimits = VideoLimits()) -> list[float]:
-    """Presentation time (s, from the first frame) of each frame, read from packets only."""
-    path = Path(path)
-    info = probe_video(path, limits)
-    with _open(path) as stream:
-        try:
-            stamps = [p.pts for p in stream.container.demux(stream) if p.size]
-            time_base = stream.time_base
-        except av.FFmpegError:
+    def read(self, indices: Sequence[int], max_side: int | None = None) -> list[np.ndarray]:
+        """Decode the frames at `indices` (in the order given); decodes up to the largest index."""
+        if any(i < 0 for i in indices):
+            raise ValueError(f"frame indices must be ≥ 0, got {list(indices)}")
+        _check_max_side(max_side)
+        if not indices:
+            return []
+        wanted = set(indices)
+        found = dict(_decode(self.path, wanted.__contains__, max_side, self.limits, last=max(wanted)))
+        missing = sorted(wanted - found.keys())
+        if missing:
             raise MediaError(
-                f"The video “{path.name}” is damaged and cannot be read."
-            ) from None
-    if not stamps or any(pts is None for pts in stamps):
-        return [i / info.fps if info.fps else 0.0 for i in range(len(stamps) or info.n_frames)]
-    stamps.sort()
-    return [float((pts - stamps[0]) * time_base) for pts in stamps]
-
-
-def sample_indices(n_frames: int, k: int, mode: str = "first") -> list[int]:
-    """Pick k frame indices out of n_frames.
-
-    "first": frames 0..k-1 (the Sa2VA default). "uniform": the centre frame of k equal
-    segments of the clip, deterministic. Fewer than k frames are returned for short clips.
-    """
-    if k < 1:
-        raise ValueError(f"k must be ≥ 1, got {k}")
-    if mode not in ("first", "uniform"):
-        raise ValueError(f"mode must be 'first' or 'uniform', got {mode!r}")
-    if n_frames <= k:
-        return list(range(max(n_frames, 0)))
-    if mode == "first":
-        return list(range(k))
-    return [int((2 * i + 1) * n_frames // (2 * k)) for i in range(k)]
-
-
-def frames_from_list(
-    frames: Sequence[ImageSource],
-    image_limits: MediaLimits = MediaLimits(),
-    limits: VideoLimits = VideoLimits(),
-) -> list[np.ndarray]:
-    """Validate a video given as a list of images (PIL, arrays or paths) with the image rules."""
-    if not frames:
-        raise MediaError("The video has no frames.")
-    if len(frames) > limits.max_frames:
-        raise MediaError(f"The video has {len(frames)} frames; the limit is {limits.max_frames}.")
-    out: list[np.ndarray] = []
-    for i, frame in enumerate(frames):
-        arr = np.asarray(load_image(frame, image_limits))
-        if out and arr.shape != out[0].shape:
-            raise MediaError(
-                f"Frame {i} is {arr.shape[1]}×{arr.shape[0]} pixels but frame 0 is "
-                f"{out[0].shape[1]}×{out[0].shape[0]}; all frames must have the same size."
+                f"The video has fewer frames than expected: frame {missing[0]} does not exist."
             )
-        out.append(arr)
-    return out
+        return [found[i] for i in indices]

@@ -1,4 +1,10 @@
-"""Downloads: masks as PNG zip or COCO RLE JSON, and browser-playable H.264 mp4."""
+"""The one export path (chat app, CLI, scripts): masks as a PNG zip or COCO-RLE JSON, browser-playable H.264 mp4,
+and the overlay video of a clip's objects.
+
+Masks are H×W arrays (an image) or T×H×W per-frame masks (a video): `VideoMask`s, whose stored RLE is written as
+is, or arrays. Imports `model.media.masks` and `model.media.render`; a clip is anything with `fps` and
+`iterate()` yielding (t, frame), e.g. `model.video.clip.VideoClip`.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,17 @@ import json
 import re
 import unicodedata
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
-from PIL import Image
-from pycocotools import mask as mask_utils
+
+from model.media.masks import VideoMask, encode_rle, write_png_mask
+from model.media.render import Color, colors_for, fit_mask, overlay
+
+Progress = Callable[[float, str], None]  # (fraction done, what is being done)
 
 
 def safe_name(label: str | None, index: int) -> str:
@@ -34,7 +43,7 @@ def _check_objects(masks: Sequence[np.ndarray], labels: Sequence[str | None]) ->
 
 def _png(mask: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(np.where(mask.astype(bool), 255, 0).astype(np.uint8), mode="L").save(buf, "PNG")
+    write_png_mask(mask, buf)
     return buf.getvalue()
 
 
@@ -59,18 +68,16 @@ def masks_to_png_zip(
     return path
 
 
-def _rle(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(bool).astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
 def masks_to_coco_rle(
     masks: Sequence[np.ndarray],
     labels: Sequence[str | None],
     scores: Sequence[float] | None = None,
 ) -> dict:
     """COCO compressed RLE per object: "segmentation" for an (H, W) mask, "segmentations"
-    (one RLE per frame, as in YouTube-VIS results) for a (T, H, W) mask. JSON-serialisable."""
+    (one RLE per frame, as in YouTube-VIS results) for a (T, H, W) mask. JSON-serialisable.
+
+    A `VideoMask` adds its "frame_indices" (in the original video) and per-frame "presence" logits, and its
+    stored RLE is copied, never decoded and re-encoded."""
     _check_objects(masks, labels)
     if scores is not None and len(scores) != len(masks):
         raise ValueError(f"{len(masks)} masks but {len(scores)} scores")
@@ -81,10 +88,14 @@ def masks_to_coco_rle(
             "label": label,
             "score": None if scores is None else float(scores[i]),
         }
-        if mask.ndim == 2:
-            obj["segmentation"] = _rle(mask)
+        if isinstance(mask, VideoMask):
+            obj["frame_indices"] = [int(f) for f in mask.frame_indices]
+            obj["presence"] = [float(p) for p in mask.presence]
+            obj["segmentations"] = [mask.rle(t) for t in range(len(mask))]
+        elif mask.ndim == 2:
+            obj["segmentation"] = encode_rle(mask)
         else:
-            obj["segmentations"] = [_rle(m) for m in mask]
+            obj["segmentations"] = [encode_rle(m) for m in mask]
         objects.append(obj)
     return {"format": "coco_rle", "objects": objects}
 
@@ -152,3 +163,24 @@ def write_h264_mp4(
         path.unlink(missing_ok=True)
         raise
     return path
+
+
+def overlay_frames(clip, masks: Sequence, colors: Sequence[Color] | None = None,
+                   progress: Progress | None = None) -> Iterator[np.ndarray]:
+    """Each clip frame (decoded one at a time) with every object's mask of that frame blended in; frames past the
+    masks' length (a clip cut short by `max_frames`) are not drawn."""
+    colors = colors_for(len(masks), colors)
+    length = min((len(m) for m in masks), default=0)
+    for t, frame in clip.iterate():
+        if t >= length:
+            return
+        if progress is not None:
+            progress(t / length, "Drawing the masks on the video")
+        yield overlay(frame, [fit_mask(m[t], frame.shape[:2]) for m in masks], colors)
+
+
+def write_overlay_video(clip, masks: Sequence, path: str | Path, colors: Sequence[Color] | None = None,
+                        progress: Progress | None = None) -> Path:
+    """Every object on every clip frame as browser-playable H.264 mp4 at the clip's rate (25 fps if unknown);
+    `masks` are the T×H×W masks of one answer (`VideoMask`s), aligned with the clip's frames."""
+    return write_h264_mp4(overlay_frames(clip, masks, colors, progress), path, fps=clip.fps or 25.0)
