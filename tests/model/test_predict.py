@@ -2,8 +2,8 @@
 
 from PIL import Image
 
-from conftest import shared_path
 from model.predict import main
+from tests.helpers import shared_path
 
 
 def test_predict_writes_an_overlay_of_the_original_size(tiny_dirs, tmp_path, capsys):

@@ -11,10 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SHARED, shared_path
 from model import SegChat
 from model.errors import CheckpointError
 from model.sa2va.official import OfficialOutput, predict_forward
+from tests.helpers import SHARED, shared_path
+
+pytestmark = pytest.mark.slow
 
 ORACLES = sorted(p.parent.name for p in (SHARED / "oracle").glob("*/cases.json"))
 CASES = [(name, case["name"]) for name in ORACLES

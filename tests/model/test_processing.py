@@ -8,7 +8,7 @@ from PIL import Image
 from model.config import SegChatConfig
 from model.errors import InputError
 from model.processing import Limits, SegChatProcessor
-from tests.conftest import FAMILIES
+from tests.helpers import FAMILIES
 
 IMAGE = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8))
 

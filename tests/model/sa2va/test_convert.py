@@ -11,7 +11,9 @@ from model.sa2va.convert.internvl_keys import split_internlm2_wqkv
 from model.sa2va.convert.sa2va import convert_config, detect_flavour, is_sa2va_config, load_sa2va_modules, read_shapes
 from model.sa2va.convert.sam2_keys import rename_sam2_key
 
-ORACLE_ROOT = Path(__file__).resolve().parents[2] / "shared" / "oracle"
+from tests.helpers import SHARED
+
+ORACLE_ROOT = SHARED / "oracle"
 ORACLES = sorted(
     p for p in ORACLE_ROOT.glob("*") if (p / "config.json").exists() and (p / "cases.json").exists()
 ) if ORACLE_ROOT.exists() else []

@@ -1,4 +1,4 @@
-"""Test helpers for the chat app: media files made in place and a real server on a free port."""
+"""Helpers shared by the tests: shared material, scripted answers, media files made in place, a real app server."""
 
 from __future__ import annotations
 
@@ -10,11 +10,48 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
+from transformers import LogitsProcessor
 
 from chat.settings import MIB, AppSettings
 from chat.ui import build_demo, launch
-from conftest import ScriptedAnswer, script
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+FAMILIES = ["internvl", "qwen2_5_vl", "qwen3_vl"]
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, or skip the test when the folder is absent (a user's clone)."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is absent: this test needs the shared material beside the repository")
+    return path
+
+
+class ScriptedAnswer(LogitsProcessor):
+    """Makes greedy decoding emit `token_ids` in order (tests need answers with known [SEG]s)."""
+
+    def __init__(self, token_ids: list[int]):
+        self.token_ids = token_ids
+        self.prompt_len = 0
+        self.last_len = -1
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[1] != self.last_len + 1:  # a new generate call
+            self.prompt_len = input_ids.shape[1]
+        self.last_len = input_ids.shape[1]
+        step = min(input_ids.shape[1] - self.prompt_len, len(self.token_ids) - 1)
+        forced = torch.full_like(scores, -1e9)
+        forced[:, self.token_ids[step]] = 0
+        return forced
+
+
+def script(chat, text: str) -> list[int]:
+    """Token ids of an answer written with markup, e.g. 'It is <p>red</p> [SEG].<|im_end|>'."""
+    return chat.processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+
 
 ANSWER = "It is <p>the red apple</p> [SEG] and <p>the cup</p> [SEG].<|im_end|>"
 SETTINGS = AppSettings(max_file_bytes=4 * MIB, video_max_frames=4, session_ttl_s=600, cache_ttl_s=600)

@@ -3,8 +3,8 @@
 import numpy as np
 from PIL import Image
 
-from app_server import write_bomb_png
 from model.media.kind import media_kind
+from tests.helpers import write_bomb_png
 
 
 def _frames(n: int) -> list[Image.Image]:

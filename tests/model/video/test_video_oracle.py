@@ -15,13 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import shared_path
+from tests.helpers import SHARED, shared_path
+
+pytestmark = pytest.mark.slow
 
 ATOL_VIDEO = 2e-3
 
 
 def _oracle_video_cases() -> list[tuple[str, str]]:
-    root = Path(__file__).resolve().parents[2] / "shared" / "oracle"
+    root = SHARED / "oracle"
     cases = []
     for folder in sorted(root.glob("*/cases.json")):
         for case in json.loads(folder.read_text())["cases"]:

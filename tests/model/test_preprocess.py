@@ -17,8 +17,9 @@ from model.preprocess import (
     sam2_pixels,
     smart_resize,
 )
+from tests.helpers import SHARED
 
-ORACLE_ROOT = Path(__file__).resolve().parents[2] / "shared" / "oracle"
+ORACLE_ROOT = SHARED / "oracle"
 
 
 def _oracle(name: str) -> Path:

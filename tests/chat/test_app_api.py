@@ -7,7 +7,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from app_server import SETTINGS, serving, write_bomb_png, write_image
+from tests.helpers import SETTINGS, serving, write_bomb_png, write_image
 
 
 @pytest.fixture(scope="module")

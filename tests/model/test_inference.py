@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FAMILIES, script, shared_path
 from model import InputError, MediaError, Reply, SegChat
 from model.modeling import SegChatModel
+from tests.helpers import FAMILIES, script, shared_path
 
 IMAGE = np.random.default_rng(0).integers(0, 255, (61, 97, 3), dtype=np.uint8)  # odd size on purpose
 TWO_OBJECTS = "It is <p>red</p> [SEG] and <p>blue</p> [SEG].<|im_end|>"

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_server import ANSWER, SETTINGS, write_bomb_png, write_image
 from chat import handlers
 from chat.session import Session, close_session
 from model.errors import InputError
 from model.media.render import palette
+from tests.helpers import ANSWER, SETTINGS, write_bomb_png, write_image
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import shared_path
 from model.errors import MediaError
 from model.media.video_file import VideoFile, VideoLimits, probe_video
 from model.video.clip import frames_from_list, sample_indices
+from tests.helpers import shared_path
 
 
 def iter_frames(path, stride=1, max_side=None, limits=VideoLimits()):

@@ -17,7 +17,7 @@ from model.tiny import build_tiny
 from model.media.masks import VideoMask
 from model.media.video_file import VideoLimits
 from model.video.clip import VideoClip, VideoOptions
-from tests.conftest import ScriptedAnswer, script, shared_path
+from tests.helpers import ScriptedAnswer, script, shared_path
 
 ANSWER = "It is <p>dog</p> [SEG] and [SEG].<|im_end|>"
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import shared_path
 from model.errors import MediaError
 from model.media.image import MediaLimits, load_image
+from tests.helpers import shared_path
 
 def _real(name: str) -> Path:
     return shared_path("data", "images", name)
