@@ -16,25 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from transformers import LogitsProcessor, Sam2VideoConfig
+from transformers import LogitsProcessor
 
-from model.modeling import SegChatModel
+from bench.sam2_configs import hiera_sam2_config
 from model.inference import SegChat
+from model.modeling import SegChatModel
 from model.tiny import build_tokenizer, tiny_config
 
 SHARED_PHOTO = Path(__file__).resolve().parents[2] / "shared" / "data" / "images" / "groceries.jpg"
-
-
-def hiera_t_sam2_config() -> Sam2VideoConfig:
-    """SAM2.1-tiny's shape (Hiera-T trunk, 256-wide FPN and decoder, 1024 px input), random weights."""
-    return Sam2VideoConfig(vision_config=dict(
-        model_type="sam2_vision_model",
-        backbone_config=dict(model_type="sam2_hiera_det_model", hidden_size=96, num_attention_heads=1,
-                             blocks_per_stage=[1, 2, 7, 2], embed_dim_per_stage=[96, 192, 384, 768],
-                             num_attention_heads_per_stage=[1, 2, 4, 8], window_size_per_stage=[8, 4, 14, 7],
-                             global_attention_blocks=[5, 7, 9], image_size=[1024, 1024],
-                             window_positional_embedding_background_size=[7, 7]),
-        backbone_channel_list=[768, 384, 192, 96]))
 
 
 def small_chat(layers: int) -> SegChat:
@@ -42,7 +31,7 @@ def small_chat(layers: int) -> SegChat:
     text_dims = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=layers, num_attention_heads=16,
                      num_key_value_heads=8)
     config = tiny_config("qwen2_5_vl", tokenizer, text_dims, qwen_max_pixels=448 * 448)  # 256 image tokens
-    config.sam2_config = hiera_t_sam2_config()
+    config.sam2_config = hiera_sam2_config("tiny")
     config.vlm_config.vision_config.out_hidden_size = 256
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as folder:

@@ -42,7 +42,9 @@ def param_counts() -> dict[str, int]:
     """Parameters of a Sa2VA-4B-class layout built on the meta device: InternVL2.5-4B (InternViT-300M +
     Qwen2.5-3B, untied head) and SAM2 Hiera-L."""
     from accelerate import init_empty_weights
-    from transformers import InternVLConfig, InternVLForConditionalGeneration, Sam2VideoConfig, Sam2VideoModel
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, Sam2VideoModel
+
+    from bench.sam2_configs import hiera_sam2_config
 
     vlm_config = InternVLConfig(
         vision_config=dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
@@ -51,14 +53,7 @@ def param_counts() -> dict[str, int]:
                          num_attention_heads=16, num_key_value_heads=2, vocab_size=151674,
                          tie_word_embeddings=False),
         tie_word_embeddings=False)
-    sam2_config = Sam2VideoConfig(vision_config=dict(
-        model_type="sam2_vision_model",
-        backbone_config=dict(model_type="sam2_hiera_det_model", hidden_size=144, num_attention_heads=2,
-                             blocks_per_stage=[2, 6, 36, 4], embed_dim_per_stage=[144, 288, 576, 1152],
-                             num_attention_heads_per_stage=[2, 4, 8, 16], window_size_per_stage=[8, 4, 16, 8],
-                             global_attention_blocks=[23, 33, 43], image_size=[1024, 1024],
-                             window_positional_embedding_background_size=[7, 7]),
-        backbone_channel_list=[1152, 576, 288, 144]))
+    sam2_config = hiera_sam2_config("large")
     with init_empty_weights():
         vlm = InternVLForConditionalGeneration(vlm_config)
         sam2 = Sam2VideoModel(sam2_config)
