@@ -56,7 +56,7 @@ def run_one(video: str, mode: str, tiny: str) -> dict:
     reply = conv.ask("Segment the animal.", video=video, propagation=mode, frame_sampling=sampling)
     seconds = time.perf_counter() - start
     frames = len(reply.segments[0].mask)
-    stats = conv.last_video_stats
+    stats = reply.video_stats
     return {"frames": frames, "seconds": seconds, "fps": frames / seconds,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "max_tracked_outputs": stats.max_tracked_outputs, "max_pixel_frames": stats.max_pixel_frames}

@@ -27,6 +27,7 @@ from model.sa2va.official import predict_forward
 from model.segmenters import Segment, SegEmbeddingSegmenter, SegStates
 from model.video.clip import VideoClip, VideoMedia, VideoOptions, load_video
 from model.video.segmenter import VideoSegmenter
+from model.video.session import PropagationStats
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Reply:
     token_ids: list[int]
     segments: list[Segment] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    video_stats: PropagationStats | None = None  # a video turn's propagation at its fullest (the memory bound)
 
 
 class SegChat:
@@ -154,7 +156,6 @@ class Conversation:
         self.chat = chat
         self.history: list[int] = chat.processor.conversation_start()
         self.media: ImageMedia | VideoMedia | None = None
-        self.last_video_stats = None  # PropagationStats of the last video turn (memory bound, for tests/benches)
 
     def ask(self, text: str, image: ImageSource | None = None, video=None, **video_options) -> Reply:
         """Answer one message; `image` is a path, PIL image or HxWx3 array, or None to keep the current media.
@@ -271,12 +272,13 @@ class Conversation:
             seg_states = seg_states[:limit]
         prompts = SegStates(seg_states, parsed.labels[: seg_states.shape[0]])
         if isinstance(media, VideoMedia):
-            reply.segments = self._video_segments(media, prompts, video_run or media.options)
+            reply.segments, reply.video_stats = self._video_segments(media, prompts, video_run or media.options)
         else:
             reply.segments = chat.segmenter.segment(self.image_features(media), prompts)
         return reply
 
-    def _video_segments(self, media: VideoMedia, prompts: SegStates, options: VideoOptions) -> list[Segment]:
+    def _video_segments(self, media: VideoMedia, prompts: SegStates,
+                        options: VideoOptions) -> tuple[list[Segment], PropagationStats]:
         """Every object of the answer through one streaming SAM2 video session; the LLM frames' SAM2 features
         are cached in the media state for follow-ups."""
         segmenter = self.chat.video_segmenter
@@ -288,9 +290,8 @@ class Conversation:
         with torch.no_grad():
             embeddings = self.chat.model.project(prompts.states)
         result = segmenter.segment(media.clip, embeddings, features, options.propagation, options.key_frames)
-        self.last_video_stats = result.stats
         return [Segment(mask, score, label, float(np.nanmax(mask.presence)) if len(mask) else 0.0)
-                for mask, score, label in zip(result.masks, result.scores, prompts.labels)]
+                for mask, score, label in zip(result.masks, result.scores, prompts.labels)], result.stats
 
     def image_features(self, media: "ImageMedia | None" = None) -> ImageFeatures:
         """SAM2 embeddings of the conversation's image (or `media`'s), encoded once and cached for later turns

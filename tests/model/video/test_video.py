@@ -70,7 +70,7 @@ def test_sa2va_mode_real_video_masks_at_original_size(chat):
         for t in range(12):
             if seg.mask.presence[t] <= 0:
                 assert not seg.mask[t].any()
-    stats = conv.last_video_stats
+    stats = reply.video_stats
     assert stats.conditioning_frames == 5 and stats.frames_processed == 12
 
 
@@ -83,7 +83,7 @@ def test_memory_mode_uniform_real_video_backward(chat):
     assert t == -(-conv.media.clip.length // 1) and t >= 19
     assert reply.segments[0].mask.shape[1:] == (720, 1280)  # original size although decoded at 320 px
     assert conv.media.llm_indices[0] > 0  # frames before the key frame come from backward propagation
-    assert conv.last_video_stats.frames_processed == t
+    assert reply.video_stats.frames_processed == t
     assert (reply.segments[0].mask.frame_indices == np.arange(t) * 15).all()
 
 
@@ -97,8 +97,7 @@ def test_memory_is_bounded_by_frames_held_not_clip_length(chat, mode, sampling):
     stats = []
     for n in (40, 80):  # both long enough to fill the memory bank
         conv = chat.new_conversation()
-        conv.ask("Segment it.", video=_frames(n), propagation=mode, frame_sampling=sampling)
-        s = conv.last_video_stats
+        s = conv.ask("Segment it.", video=_frames(n), propagation=mode, frame_sampling=sampling).video_stats
         assert s.frames_processed == n
         assert s.max_pixel_frames <= 1 and s.max_cached_features <= 1
         assert s.max_tracked_outputs <= 2 * window  # recent outputs (+ the seed of the backward pass)
