@@ -27,6 +27,7 @@ from model.modeling import ImageFeatures, SegChatModel
 from model.processing import Limits, SegChatProcessor
 from model.sa2va.official import predict_forward
 from model.segmenters import Box, Segment, SegEmbeddingSegmenter, SegStates
+from model.segmenters.base import found_summary
 from model.segmenters.concepts import ConceptFeatures, ConceptPrompt, ConceptPrompts, ConceptSegmenter
 from model.video.clip import VideoClip, VideoMedia, VideoOptions, load_video
 from model.video.segmenter import VideoSegmenter
@@ -143,14 +144,6 @@ def _mark_absent(segments: list[Segment], where: str) -> list[str]:
             warnings.append(f"{name} was not found in the {where} (SAM2's object score is below 0), so it has no "
                             "mask.")
     return warnings
-
-
-def _found_text(segments: list[Segment]) -> str:
-    """'car × 3, bus: not found' for a concept search."""
-    counts: dict[str, int] = {}
-    for segment in segments:
-        counts[segment.label] = counts.get(segment.label, 0) + segment.found
-    return ", ".join(f"{label} × {n}" if n else f"{label}: not found" for label, n in counts.items())
 
 
 def _video_options(options: dict) -> VideoOptions:
@@ -293,7 +286,7 @@ class Conversation:
             if media.concept_features is None:
                 media.concept_features = segmenter.encode(media.image)
             segments = segmenter.segment(media.concept_features, prompts)
-        reply = Reply(_found_text(segments), [], segments)
+        reply = Reply(found_summary([s.label for s in segments], [s.found for s in segments]), [], segments)
         reply.warnings = [f"{s.label!r} is not in the image." for s in segments if not s.found]
         self._offer_instances(reply, media)
         self.last_reply = reply

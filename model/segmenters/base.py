@@ -8,7 +8,7 @@ turns prompts of its own kind into `Segment`s on those features (`segment`). `Co
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -56,6 +56,15 @@ class Segmenter(Protocol[Prompts]):
 
     def segment(self, features: Any, prompts: Prompts) -> list[Segment]:
         """One `Segment` per object the prompts ask for, masks at the image's original size."""
+
+
+def found_summary(labels: Sequence[str | None], found: Sequence[bool]) -> str:
+    """How many objects of each label were found: "car × 3, bus: not found" (unnamed objects: "object N")."""
+    counts: dict[str, int] = {}
+    for i, (label, there) in enumerate(zip(labels, found)):
+        name = label or f"object {i + 1}"
+        counts[name] = counts.get(name, 0) + bool(there)
+    return ", ".join(f"{name} × {n}" if n else f"{name}: not found" for name, n in counts.items())
 
 
 def binary_masks(logits: torch.Tensor) -> list[np.ndarray]:
