@@ -31,6 +31,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quantization", choices=["none", "4bit", "8bit"], default=None,
                         help="quantize the language model (default: 4bit when the GPU has less than "
                              f"{FULL_PRECISION_MIN_GIB} GiB, else none)")
+    parser.add_argument("--concepts", default=os.environ.get("SEGCHAT_CONCEPTS", "facebook/sam3"),
+                        help="SAM 3 checkpoint (hub id or folder) for “Find all” / “Find every one”, loaded on "
+                             "first use; facebook/sam3 is gated (accept its licence on the hub). 'none' turns "
+                             "concept search off (default: facebook/sam3)")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: cuda when available)")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
@@ -73,7 +77,8 @@ def load_chat(args: argparse.Namespace):
     quantization = choose_quantization(args.quantization, args.device)
     print(f"Loading {source} (quantization: {quantization or 'none'})...", file=sys.stderr)
     try:
-        return SegChat.from_pretrained(source, device=args.device, quantization=quantization)
+        concepts = None if args.concepts.lower() == "none" else args.concepts
+        return SegChat.from_pretrained(source, device=args.device, quantization=quantization, concepts=concepts)
     except SegChatError as err:
         raise SystemExit(f"Could not load the model: {err}") from None
 

@@ -19,12 +19,14 @@ from chat.render import colored_answer_html, legend_html
 from chat.session import Media, Result, Session, Turn
 from chat.settings import AppSettings
 from chat.views import write_canvas, write_result_files
-from model.errors import InputError, MediaError
+from model.errors import CheckpointError, InputError, MediaError
 from model.media.export import Progress
 from model.media.image import check_media_file, load_image
 from model.media.kind import media_kind
 from model.media.render import palette
 from model.inference import Reply
+from model.media.masks import mask_box
+from model.segmenters.base import found_summary
 from model.video.clip import VideoClip, VideoOptions
 
 log = logging.getLogger(__name__)
@@ -41,8 +43,16 @@ class CanvasView:
     visible: list[int]
 
 
-def object_names(labels: Sequence[str | None]) -> list[str]:
-    return [f"{i + 1}. {label or f'object {i + 1}'}" for i, label in enumerate(labels)]
+def object_names(labels: Sequence[str | None], found: Sequence[bool] = ()) -> list[str]:
+    """"1. car", ..., with " (not found)" after objects that are not there."""
+    absent = [not there for there in found] or [False] * len(labels)
+    return [f"{i + 1}. {label or f'object {i + 1}'}" + (" (not found)" if gone else "")
+            for i, (label, gone) in enumerate(zip(labels, absent))]
+
+
+def parse_phrases(text: str) -> list[str]:
+    """The phrases of a "Find all …" request: comma- or semicolon-separated ("car, yellow bus")."""
+    return [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
 
 
 def _user_text(text: str) -> str:
@@ -107,7 +117,7 @@ def _result(media: Media, reply: Reply) -> Result | None:
         return None
     masks = [s.mask for s in reply.segments]
     return Result(media, [s.label for s in reply.segments], masks, [s.score for s in reply.segments],
-                  visible=[True] * len(masks), model_masks=list(masks))
+                  visible=[True] * len(masks), model_masks=list(masks), found=[s.found for s in reply.segments])
 
 
 def ask(session: Session, text: str, files: Sequence[str | Path] | None = None,
@@ -167,6 +177,39 @@ def _stream_answer(session: Session, turn: Turn, text: str, media_args: dict):
     raise RuntimeError("the answer stream ended without a reply")
 
 
+def find(session: Session, text: str, threshold: float | None = None, progress: Progress | None = None,
+         exemplar: int | float | None = None) -> list[Message]:
+    """A "Find all …" turn: every instance of each phrase in `text` in the current image (SAM 3, no language
+    model), or, with `exemplar`, every instance of the last result's object `exemplar` (its phrase, its mask's
+    box as a positive example). The conversation itself does not change, so undo just drops the turn."""
+    turn: Turn | None = None
+    try:
+        if exemplar is not None:
+            result = _require_result(session)
+            i = _object_index(result, exemplar)
+            label = result.labels[i]
+            if not label:
+                raise InputError(f"Object {i + 1} has no name to look for; type it in “Find all”.")
+            turn = session.begin(f"Find every one: {label}", None)
+            box = mask_box(result.masks[i]) if result.media.kind == "image" and i in result.found_indices else None
+            reply = session.conversation.find(label, boxes=[box] if box else [], score_threshold=threshold)
+        else:
+            turn = session.begin(f"Find all: {text or ''}", None)
+            reply = session.conversation.find(parse_phrases(text or ""), score_threshold=threshold)
+        turn.answer = reply.text
+        turn.warnings = list(reply.warnings)
+        turn.result = _result(session.media, reply)
+        write_result_files(session, turn.result, progress)
+    except (MediaError, InputError, CheckpointError) as err:
+        turn = turn or session.begin(f"Find all: {text or ''}", None)
+        turn.error = str(err)
+    except Exception:
+        log.exception("find failed")
+        turn = turn or session.begin(f"Find all: {text or ''}", None)
+        turn.error = "Something went wrong while looking for the objects. Please try again."
+    return messages(session)
+
+
 def stop(session: Session) -> None:
     session.stop_requested.set()
 
@@ -196,9 +239,12 @@ def canvas(session: Session) -> CanvasView:
     result = session.last_result
     if result is None:
         return CanvasView(None, None, "", [], [])
-    names = object_names(result.labels)
+    names = object_names(result.labels, result.found)
     video = result.overlay if result.media.kind == "video" else None
-    return CanvasView(write_canvas(session, result), video, legend_html(names, palette(len(names))),
+    found = result.found or [True] * len(names)
+    repeated = len(set(result.labels)) < len(result.labels) or not all(found)
+    summary = found_summary(result.labels, found).replace(", ", " · ") if repeated else ""
+    return CanvasView(write_canvas(session, result), video, legend_html(names, palette(len(names)), summary),
                       [(name, i) for i, name in enumerate(names)],
                       [i for i, on in enumerate(result.visible) if on])
 

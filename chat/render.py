@@ -21,8 +21,10 @@ def _css(color: Color) -> str:
     return f"rgb({r}, {g}, {b})"
 
 
-def legend_html(labels: Sequence[str | None], colors: Sequence[Color] | None = None) -> str:
-    """A row of colour swatches with labels (unnamed objects become "object N")."""
+def legend_html(labels: Sequence[str | None], colors: Sequence[Color] | None = None,
+                summary: str = "") -> str:
+    """A row of colour swatches with labels (unnamed objects become "object N"), after an optional summary line
+    (e.g. counts)."""
     colors = colors_for(len(labels), colors)
     items = "".join(
         '<span class="segchat-legend-item" style="display:inline-flex;align-items:center;'
@@ -32,7 +34,8 @@ def legend_html(labels: Sequence[str | None], colors: Sequence[Color] | None = N
         f"{html.escape(_label_text(label, i))}</span>"
         for i, (label, color) in enumerate(zip(labels, colors))
     )
-    return f'<div class="segchat-legend">{items}</div>'
+    head = f'<div class="segchat-counts">{html.escape(summary)}</div>' if summary else ""
+    return f'<div class="segchat-legend">{head}{items}</div>'
 
 
 def _phrase_spans(text: str, labels: Sequence[str | None]) -> list[tuple[int, int, int]]:

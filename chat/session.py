@@ -55,6 +55,11 @@ class Result:
     visible: list[bool] = field(default_factory=list)
     model_masks: list[np.ndarray] = field(default_factory=list)  # as answered, before any click refinement
     clicks: dict[int, list[tuple[float, float, int]]] = field(default_factory=dict)  # object → (x, y, 1 in/0 out)
+    found: list[bool] = field(default_factory=list)  # False: the object is not there (its mask is empty)
+
+    @property
+    def found_indices(self) -> list[int]:
+        return [i for i in range(len(self.masks)) if not self.found or self.found[i]]
 
 
 @dataclass

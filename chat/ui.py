@@ -1,6 +1,7 @@
 """The Gradio app: layout and thin callbacks over `chat.handlers`.
 
-Public API endpoints (for `gradio_client`): `/ask`, `/refine`, `/download`. Every other event is private.
+Public API endpoints (for `gradio_client`): `/ask`, `/refine`, `/download`, and `/find` (SAM 3 concept search)
+when the model has concept search. Every other event is private.
 Per-user data lives only in the `gr.State` holding a `Session`; the model is shared read-only.
 """
 
@@ -47,6 +48,8 @@ def _progress_callback(progress: gr.Progress) -> handlers.Progress:
 
 def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str = "SegChat") -> gr.Blocks:
     """The whole app for one loaded model; call `launch(demo, ...)` to serve it."""
+
+    concepts = chat.concepts is not None  # concept search (SAM 3) configured
 
     def session_of(state: Session | None) -> Session:
         return state if state is not None else Session(chat)
@@ -127,6 +130,21 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
     def download(state: Session | None) -> list[str]:
         return [str(p) for p in handlers.downloads(session_of(state))]
 
+    @gpu(duration=60)
+    def find(text: str, state: Session | None, threshold: float,
+             progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:
+        session = session_of(state)
+        chat_messages = handlers.find(session, text, threshold, _progress_callback(progress))
+        return (chat_messages, *canvas_outputs(session), session)
+
+    @gpu(duration=60)
+    def find_every(state: Session | None, index: float | None, threshold: float,
+                   progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:
+        session = session_of(state)
+        chat_messages = handlers.find(session, "", threshold, _progress_callback(progress),
+                                      exemplar=0 if index is None else index)
+        return (chat_messages, *canvas_outputs(session), session)
+
     with gr.Blocks(title=title, delete_cache=(settings.cache_ttl_s, settings.cache_ttl_s),
                    analytics_enabled=False) as demo:
         state = gr.State(None, time_to_live=settings.session_ttl_s, delete_callback=close_session)
@@ -150,6 +168,12 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
                     propagation = gr.Radio(["sa2va", "memory"], value="sa2va", label="Mask propagation")
                     llm_frames = gr.Slider(1, 16, value=5, step=1, label="Frames the language model sees")
                     sampling = gr.Radio(["first", "uniform"], value="first", label="Which frames it sees")
+                with gr.Row(visible=concepts):
+                    find_box = gr.Textbox(label="Find all …", placeholder="car, yellow school bus", scale=3,
+                                          elem_id="find-box")
+                    threshold = gr.Slider(0, 1, value=0.5, step=0.05, label="Score threshold", scale=2,
+                                          elem_id="threshold")
+                    find_btn = gr.Button("Find all", size="sm", scale=1, elem_id="find")
             with gr.Column(scale=2):
                 canvas = gr.Image(label="Last result (click to refine the selected object)", type="filepath",
                                   interactive=False, elem_id="canvas", buttons=["download", "fullscreen"])
@@ -162,6 +186,7 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
                     click_kind = gr.Radio(["include", "exclude"], value="include", label="A click marks",
                                           elem_id="click-kind")
                     reset_btn = gr.Button("Reset object", size="sm", elem_id="reset")
+                    every_btn = gr.Button("Find every one", size="sm", visible=concepts, elem_id="find-every")
                 files = gr.File(label="Downloads: masks (PNG zip), COCO RLE JSON, overlay", file_count="multiple",
                                 interactive=False, elem_id="downloads")
                 # Plain-number inputs of the public /refine endpoint (filled from the radio and the click).
@@ -189,6 +214,12 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
         reset_btn.click(reset, [state, target_index], [canvas, files], api_visibility="private", **model_work)
         shown.input(toggle, [state, shown], [canvas], api_visibility="private")
         download_btn.click(download, [state], [files], api_name="download")
+        if concepts:
+            find_outputs = [chatbot, canvas, canvas_video, legend, shown, target, files, state]
+            find_btn.click(find, [find_box, state, threshold], find_outputs, api_name="find", **model_work)
+            find_box.submit(find, [find_box, state, threshold], find_outputs, api_visibility="private", **model_work)
+            every_btn.click(find_every, [state, target_index, threshold], find_outputs, api_visibility="private",
+                            **model_work)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
     return demo
 

@@ -40,7 +40,11 @@ def write_result_files(session: Session, result: Result, progress: Progress | No
                                              progress=progress)
     else:
         result.overlay = _write_picture(session, result, range(len(result.masks)), "overlay.png")
-    masks = result.masks  # video masks are exported from their stored RLE, never materialized whole
-    zip_path = masks_to_png_zip(masks, result.labels, session.new_file("masks.zip"))
-    json_path = write_coco_rle_json(masks, result.labels, session.new_file("coco_rle.json"), result.scores)
+    # Every object found (each instance of a search), none that is not there; video masks are exported from
+    # their stored RLE, never materialized whole.
+    found = result.found_indices
+    masks, labels = [result.masks[i] for i in found], [result.labels[i] for i in found]
+    zip_path = masks_to_png_zip(masks, labels, session.new_file("masks.zip"))
+    json_path = write_coco_rle_json(masks, labels, session.new_file("coco_rle.json"),
+                                    [result.scores[i] for i in found])
     result.downloads = [zip_path, json_path, result.overlay]

@@ -1,11 +1,12 @@
-"""The public API: `SegChat.from_pretrained(...)`, `new_conversation()`, `conv.ask(...)` / `conv.ask_stream(...)`.
+"""The public API: `SegChat.from_pretrained(...)`, `new_conversation()`, `conv.ask(...)` / `conv.ask_stream(...)`,
+and SAM 3 concept search without the language model: `conv.find(...)`, `conv.instances(i)`.
 
 `SegChat` composes the processor (inputs and answers), the model (generation, the `[SEG]` path) and the
 segmentation back-ends; `Conversation` is the small stateful object over them: one chat about one image or video.
 """
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,14 +18,17 @@ from PIL import Image
 from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from model.errors import InputError
+from model.errors import CheckpointError, InputError
 from model.families import VisionInputs
-from model.loading import load_model_and_processor
+from model.loading import load_model_and_processor, pick_dtype
 from model.media.image import ImageSource, load_image
+from model.media.masks import mask_box
 from model.modeling import ImageFeatures, SegChatModel
 from model.processing import Limits, SegChatProcessor
 from model.sa2va.official import predict_forward
-from model.segmenters import Segment, SegEmbeddingSegmenter, SegStates
+from model.segmenters import Box, Segment, SegEmbeddingSegmenter, SegStates
+from model.segmenters.base import found_summary
+from model.segmenters.concepts import ConceptFeatures, ConceptPrompt, ConceptPrompts, ConceptSegmenter
 from model.video.clip import VideoClip, VideoMedia, VideoOptions, load_video
 from model.video.segmenter import VideoSegmenter
 from model.video.session import PropagationStats
@@ -42,10 +46,14 @@ class Reply:
 class SegChat:
     """A loaded model with its processor; start conversations with `new_conversation()`."""
 
-    def __init__(self, model: SegChatModel, processor: SegChatProcessor):
+    def __init__(self, model: SegChatModel, processor: SegChatProcessor,
+                 concepts: str | Path | ConceptSegmenter | None = None, concept_dtype: torch.dtype | None = None):
         self.model = model.eval()
         self.processor = processor
         self.segmenter = SegEmbeddingSegmenter(model, processor)
+        # SAM 3 for concept search: a loaded segmenter, or where to load it from on first use (None: off).
+        self.concepts = concepts
+        self.concept_dtype = concept_dtype
         self.video_segmenter = VideoSegmenter(model, processor)
         # Extra `generate` arguments (sampling, logits processors...); greedy decoding by default.
         self.generate_options: dict = {}
@@ -54,12 +62,20 @@ class SegChat:
     @classmethod
     def from_pretrained(cls, path_or_id: str | Path, device: str | torch.device | None = None,
                         dtype: str | torch.dtype | None = None, quantization: str | None = None,
-                        allow_pickle: bool = False, limits: Limits | None = None) -> "SegChat":
+                        allow_pickle: bool = False, limits: Limits | None = None,
+                        concepts: str | Path | None = None) -> "SegChat":
         """Load a checkpoint folder or hub id. `device=None` picks CUDA when present, else CPU; `dtype=None`
         picks bf16 on GPUs that support it, else fp32; `quantization` is None, "4bit" or "8bit" (language
         model only). An official Sa2VA checkpoint is converted once into the cache (`$SEGCHAT_CACHE`, default
-        ~/.cache/segchat/converted) and loaded from there. Failures raise `CheckpointError`."""
-        return cls(*load_model_and_processor(path_or_id, device, dtype, quantization, allow_pickle, limits))
+        ~/.cache/segchat/converted) and loaded from there. Failures raise `CheckpointError`.
+
+        `concepts` is the SAM 3 checkpoint for concept search (`conv.find`, `segment.instances()`):
+        "facebook/sam3" (gated: accept its licence on the hub), a local folder, or None (off). It is loaded on
+        first use, on the same device, in the same dtype (unquantized); if it cannot be, that use raises
+        `CheckpointError` and everything else keeps working."""
+        model, processor = load_model_and_processor(path_or_id, device, dtype, quantization, allow_pickle, limits)
+        concept_dtype = pick_dtype(dtype, model.get_input_embeddings().weight.device)
+        return cls(model, processor, concepts, concept_dtype)
 
     @property
     def limits(self) -> Limits:
@@ -71,6 +87,17 @@ class SegChat:
     @property
     def device(self) -> torch.device:
         return self.model.get_input_embeddings().weight.device
+
+    @property
+    def concept_segmenter(self) -> ConceptSegmenter:
+        """SAM 3, loaded on first use; `CheckpointError` when concept search is off or SAM 3 cannot be loaded."""
+        if self.concepts is None:
+            raise CheckpointError("Concept search is off: load the model with concepts='facebook/sam3' (or the "
+                                  "path of a local SAM 3 folder) to use it.")
+        if not isinstance(self.concepts, ConceptSegmenter):
+            dtype = self.concept_dtype or pick_dtype(None, self.device)
+            self.concepts = ConceptSegmenter.from_pretrained(self.concepts, self.device, dtype)
+        return self.concepts
 
     def generate(self, prompt_ids: list[int], vision: VisionInputs | None, streamer: BaseStreamer | None = None,
                  stop: threading.Event | None = None) -> tuple[list[int], torch.Tensor | None]:
@@ -104,6 +131,21 @@ class SegChat:
         with self.lock:
             return predict_forward(self.model, self.processor, image=image, video=video, text=text,
                                    past_text=past_text, segmenter=self.segmenter).as_dict()
+
+
+def _mark_absent(segments: list[Segment], where: str) -> list[str]:
+    """Honest absence for `[SEG]` objects: SAM2's object score below 0 (video: on every frame) means the object
+    is not there; it is marked `found=False`, an image mask is emptied, and a warning names it."""
+    warnings = []
+    for i, segment in enumerate(segments):
+        if segment.presence < 0:
+            segment.found = False
+            if isinstance(segment.mask, np.ndarray):
+                segment.mask = np.zeros_like(segment.mask)
+            name = repr(segment.label) if segment.label else f"Object {i + 1}"
+            warnings.append(f"{name} was not found in the {where} (SAM2's object score is below 0), so it has no "
+                            "mask.")
+    return warnings
 
 
 def _video_options(options: dict) -> VideoOptions:
@@ -147,6 +189,7 @@ class ImageMedia:
     image: Image.Image
     vision: VisionInputs
     features: ImageFeatures | None = None
+    concept_features: ConceptFeatures | None = None  # SAM 3's, encoded on the first concept search
 
 
 class Conversation:
@@ -156,6 +199,8 @@ class Conversation:
         self.chat = chat
         self.history: list[int] = chat.processor.conversation_start()
         self.media: ImageMedia | VideoMedia | None = None
+        self.last_reply: Reply | None = None  # the last answer or search, for `instances(i)`
+        self.unsent_media: ImageMedia | None = None  # an image given to `find` the language model has not seen
 
     def ask(self, text: str, image: ImageSource | None = None, video=None, **video_options) -> Reply:
         """Answer one message; `image` is a path, PIL image or HxWx3 array, or None to keep the current media.
@@ -180,6 +225,8 @@ class Conversation:
             raise InputError("Please send either an image or a video, not both.")
         # Everything is validated before the conversation changes.
         media, video_run = self._new_media(image, video, video_options)
+        if media is None and self.unsent_media is not None:
+            media = self.unsent_media
         if media is None:
             media, history, vision = self.media, self.history, None
             video_run = self._follow_up_options(video_options)
@@ -192,7 +239,63 @@ class Conversation:
             reply = self._reply(new_ids, seg_states, media, video_run)
         self.media = media
         self.history = prompt_ids + processor.closed_answer(new_ids)
+        self.last_reply = reply
+        self.unsent_media = None
         yield reply
+
+    def find(self, phrases: str | Sequence[str], boxes: Sequence[Box] = (), negative_boxes: Sequence[Box] = (),
+             score_threshold: float | None = None, image: ImageSource | None = None) -> Reply:
+        """Every instance of each phrase in the conversation's image (SAM 3's concept segmentation, no language
+        model). `boxes` / `negative_boxes` are exemplars (pixels x0, y0, x1, y1 of the image) for a single
+        phrase; `score_threshold` overrides SAM 3's 0.5; `image` first makes a new image the conversation's.
+
+        The reply's segments are the instances, labelled with their phrase (with `score` and `box`), best first
+        per phrase; a phrase not in the image gets one segment with `found=False` and an empty mask, and a line
+        in `reply.warnings`. The image's SAM 3 features are computed once and reused by later searches."""
+        phrases = [phrases] if isinstance(phrases, str) else list(phrases)
+        if (boxes or negative_boxes) and len(phrases) != 1:
+            raise InputError("Exemplar boxes go with exactly one phrase.")
+        concepts = [ConceptPrompt(p, list(boxes), list(negative_boxes)) for p in phrases]
+        new_media = self._new_media(image, None, {})[0] if image is not None else None
+        reply = self._find(ConceptPrompts(concepts, score_threshold), new_media or self.media)
+        if new_media is not None:  # only once the search succeeded: a failed one changes nothing
+            self.media, self.history = new_media, self.chat.processor.conversation_start()
+            self.unsent_media = new_media
+        return reply
+
+    def instances(self, index: int) -> Reply:
+        """Every instance of object `index` of the last reply: its phrase, with its mask's box as a positive
+        exemplar (see `Segment.instances`)."""
+        segments = self.last_reply.segments if self.last_reply else []
+        if not 0 <= index < len(segments):
+            raise InputError(f"There is no object {index}; the last reply has {len(segments)} (0-based index).")
+        return segments[index].instances()
+
+    def _instances_of(self, segment: Segment, media: "ImageMedia | VideoMedia") -> Reply:
+        if not segment.label:
+            raise InputError("This object has no phrase naming it, so there is nothing to look for; use find().")
+        box = mask_box(segment.mask) if segment.found and isinstance(segment.mask, np.ndarray) else None
+        return self._find(ConceptPrompts([ConceptPrompt(segment.label, [box] if box else [])]), media)
+
+    def _find(self, prompts: ConceptPrompts, media: "ImageMedia | VideoMedia | None") -> Reply:
+        if media is None:
+            raise InputError("There is no image in this conversation: send one before looking for objects.")
+        if not isinstance(media, ImageMedia):
+            raise InputError("Looking for every instance works on images; it is not available for videos yet.")
+        with self.chat.lock:
+            segmenter = self.chat.concept_segmenter
+            if media.concept_features is None:
+                media.concept_features = segmenter.encode(media.image)
+            segments = segmenter.segment(media.concept_features, prompts)
+        reply = Reply(found_summary([s.label for s in segments], [s.found for s in segments]), [], segments)
+        reply.warnings = [f"{s.label!r} is not in the image." for s in segments if not s.found]
+        self._offer_instances(reply, media)
+        self.last_reply = reply
+        return reply
+
+    def _offer_instances(self, reply: Reply, media: "ImageMedia | VideoMedia") -> None:
+        for segment in reply.segments:
+            segment._instances = partial(self._instances_of, segment, media)
 
     def _new_media(self, image, video, video_options: dict) -> tuple["ImageMedia | VideoMedia | None",
                                                                        VideoOptions | None]:
@@ -275,6 +378,8 @@ class Conversation:
             reply.segments, reply.video_stats = self._video_segments(media, prompts, video_run or media.options)
         else:
             reply.segments = chat.segmenter.segment(self.image_features(media), prompts)
+        reply.warnings += _mark_absent(reply.segments, "video" if isinstance(media, VideoMedia) else "image")
+        self._offer_instances(reply, media)
         return reply
 
     def _video_segments(self, media: VideoMedia, prompts: SegStates,

@@ -13,8 +13,9 @@ from model.processing import Limits, SegChatProcessor
 WEIGHT_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja"]
 
 
-def resolve_source(path_or_id: str | Path) -> Path:
-    """A local folder as is; otherwise a hub id, downloaded without any Python files."""
+def resolve_source(path_or_id: str | Path, gated_hint: str = "this model") -> Path:
+    """A local folder as is; otherwise a hub id, downloaded without any Python files. A gated repository the user
+    has no access to gets a message on how to get it (`gated_hint` names what needs it)."""
     path = Path(path_or_id).expanduser()
     if path.is_dir():
         return path
@@ -23,9 +24,17 @@ def resolve_source(path_or_id: str | Path) -> Path:
     if str(path_or_id).count("/") != 1:
         raise CheckpointError(f"No folder {path} exists, and {str(path_or_id)!r} is not a hub id ('org/name').")
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError
 
     try:
         return Path(snapshot_download(str(path_or_id), allow_patterns=WEIGHT_PATTERNS))
+    except GatedRepoError as err:
+        raise CheckpointError(
+            f"{path_or_id!r} is gated on the Hugging Face Hub and this machine has no access to it, so "
+            f"{gated_hint} is unavailable. Accept its licence at https://huggingface.co/{path_or_id} with your "
+            "account, then log in (`hf auth login`) or set HF_TOKEN; or download it once and pass the path of "
+            "the local folder instead."
+        ) from err
     except Exception as err:  # offline, unknown repo, gated repo: all reported the same way
         raise CheckpointError(
             f"Could not download {path_or_id!r} from the Hugging Face Hub ({type(err).__name__}: {err}). "

@@ -1,21 +1,30 @@
 """Tiny random SegChat checkpoints for tests and demos: no network, built in seconds.
 
-    python -m model.tiny OUT_DIR --family {internvl,qwen2_5_vl,qwen3_vl}
+    python -m model.tiny OUT_DIR --family {internvl,qwen2_5_vl,qwen3_vl,sam3}
+
+`--family sam3` writes a tiny random SAM 3 (concept segmentation: `Sam3Model` + `Sam3Processor`), the folder
+`SegChat.from_pretrained(..., concepts=OUT_DIR)` loads.
 """
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
 from torch import nn
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    CLIPTokenizer,
     InternVLConfig,
     PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
     Qwen2VLImageProcessor,
     Qwen3VLConfig,
     Sam2VideoConfig,
+    Sam3Config,
+    Sam3ImageProcessor,
+    Sam3Model,
+    Sam3Processor,
 )
 
 from model.config import FAMILIES, SegChatConfig
@@ -116,6 +125,7 @@ def tiny_config(family: str, tokenizer: PreTrainedTokenizerFast, text_dims: dict
     )
 
 
+OBJECT_SCORE_BIAS = 2.0
 _DEFAULT_INIT_TYPES = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.LayerNorm, nn.Embedding)
 
 
@@ -144,6 +154,8 @@ def build_tiny(out_dir: str | Path, family: str = "qwen2_5_vl", seed: int = 0, c
     if default_init_mask_path:
         torch_default_init(model.sam2)
         torch_default_init(model.projector)
+    with torch.no_grad():  # random objects count as present (SAM2 object score > 0); absence tests lower it
+        model.sam2.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(OBJECT_SCORE_BIAS)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     if family != "internvl":
@@ -152,13 +164,68 @@ def build_tiny(out_dir: str | Path, family: str = "qwen2_5_vl", seed: int = 0, c
     return out_dir
 
 
+SAM3_CORPUS = ["a yellow school bus", "the red car, the blue cup, a spoon, a dog, a cat, a person, an apple",
+               "every object: shape, circle, square, triangle, fruit, bottle, chair, table, tree, visual"]
+SAM3_IMAGE_SIZE = 112
+
+
+def build_clip_tokenizer(vocab_size: int = 200) -> CLIPTokenizer:
+    """A CLIP-style BPE (lower-cased words ending in `</w>`, CLIP's special tokens) trained in-process."""
+    reference = CLIPTokenizer()  # CLIP's normalizer and pre-tokenizer, with an empty vocabulary
+    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token="<|endoftext|>"))
+    bpe.normalizer = reference.backend_tokenizer.normalizer
+    bpe.pre_tokenizer = reference.backend_tokenizer.pre_tokenizer
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|startoftext|>", "<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), end_of_word_suffix="</w>")
+    bpe.train_from_iterator(SAM3_CORPUS * 4, trainer=trainer)
+    trained = json.loads(bpe.to_str())["model"]
+    vocab = trained["vocab"]
+    for char in pre_tokenizers.ByteLevel.alphabet():  # as in CLIP's vocabulary: every byte may end a word
+        vocab.setdefault(char + "</w>", len(vocab))
+    return CLIPTokenizer(vocab=vocab, merges=[tuple(pair) for pair in trained["merges"]])
+
+
+def tiny_sam3_config(tokenizer: CLIPTokenizer) -> Sam3Config:
+    """A 0.3M-parameter SAM 3 detector (ViT 2 x 64, text 1 x 32, DETR 1 x 32, 10 queries) on 112 px images."""
+    width = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64)
+    return Sam3Config(
+        vision_config=dict(
+            backbone_config=dict(model_type="sam3_vit_model", hidden_size=64, intermediate_size=128,
+                                 num_hidden_layers=2, num_attention_heads=2, image_size=SAM3_IMAGE_SIZE,
+                                 patch_size=14, window_size=4, global_attn_indexes=[1],
+                                 pretrain_image_size=SAM3_IMAGE_SIZE),
+            fpn_hidden_size=32, backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]], scale_factors=[4.0, 2.0, 1.0]),
+        text_config=dict(width, vocab_size=len(tokenizer), projection_dim=32, num_hidden_layers=1,
+                         max_position_embeddings=32, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
+        geometry_encoder_config=dict(width, num_layers=1),
+        detr_encoder_config=dict(width, num_layers=1),
+        detr_decoder_config=dict(width, num_layers=1, num_queries=10),
+        mask_decoder_config=dict(hidden_size=32, num_attention_heads=2),
+    )
+
+
+def build_tiny_sam3(out_dir: str | Path, seed: int = 0) -> Path:
+    """Write a random-weight SAM 3 concept model with its processor (tokenizer included) and return its folder."""
+    out_dir = Path(out_dir)
+    tokenizer = build_clip_tokenizer()
+    torch.manual_seed(seed)
+    Sam3Model(tiny_sam3_config(tokenizer)).save_pretrained(out_dir)
+    image_processor = Sam3ImageProcessor(size={"height": SAM3_IMAGE_SIZE, "width": SAM3_IMAGE_SIZE})
+    Sam3Processor(image_processor, tokenizer).save_pretrained(out_dir)
+    return out_dir
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir")
-    parser.add_argument("--family", choices=FAMILIES, default="qwen2_5_vl")
+    parser.add_argument("--family", choices=[*FAMILIES, "sam3"], default="qwen2_5_vl")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    print(build_tiny(args.out_dir, args.family, args.seed))
+    if args.family == "sam3":
+        print(build_tiny_sam3(args.out_dir, args.seed))
+    else:
+        print(build_tiny(args.out_dir, args.family, args.seed))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from model.tiny import build_tiny
+from model.tiny import build_tiny, build_tiny_sam3
 from tests.helpers import FAMILIES, ScriptedAnswer, script
 
 
@@ -21,6 +21,19 @@ def tiny_chats(tiny_dirs):
     from model import SegChat
 
     return {family: SegChat.from_pretrained(path) for family, path in tiny_dirs.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_sam3_dir(tmp_path_factory) -> Path:
+    return build_tiny_sam3(tmp_path_factory.mktemp("tiny") / "sam3")
+
+
+@pytest.fixture(scope="session")
+def concept_chat(tiny_dirs, tiny_sam3_dir):
+    """A tiny qwen2_5_vl chat with tiny SAM 3 concept search (its own model, so tests may change it)."""
+    from model import SegChat
+
+    return SegChat.from_pretrained(tiny_dirs["qwen2_5_vl"], concepts=tiny_sam3_dir)
 
 
 @pytest.fixture

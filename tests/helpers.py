@@ -81,6 +81,21 @@ def free_port() -> int:
 
 
 @contextmanager
+def serving_concepts(chat) -> Iterator[str]:
+    """`serving` a chat with concept search whose (random) SAM 3 counts every phrase as present: a random
+    model's presence hovers around the 0.5 threshold. The score threshold is the app's slider."""
+    from model.segmenters.concepts import ConceptOptions
+
+    segmenter = chat.concept_segmenter
+    segmenter.options = ConceptOptions(presence=0.0)
+    try:
+        with serving(chat) as address:
+            yield address
+    finally:
+        segmenter.options = ConceptOptions()
+
+
+@contextmanager
 def serving(chat, answer: str = ANSWER, settings: AppSettings = SETTINGS) -> Iterator[str]:
     """Serve the app for `chat` (answers forced to `answer`) on 127.0.0.1; yields its URL."""
     chat.generate_options = {"logits_processor": [ScriptedAnswer(script(chat, answer))]}

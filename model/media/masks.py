@@ -27,6 +27,14 @@ def encode_rle(mask: np.ndarray) -> Rle:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
+def mask_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:
+    """The pixel box (x0, y0, x1, y1; x1 and y1 one past the last pixel) around a H×W mask; None if it is empty."""
+    rows, cols = np.flatnonzero(np.asarray(mask).any(axis=1)), np.flatnonzero(np.asarray(mask).any(axis=0))
+    if rows.size == 0:
+        return None
+    return (float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1))
+
+
 def decode_rle(rle: Rle) -> np.ndarray:
     """A COCO RLE (compressed str/bytes counts or an uncompressed list of ints) as a bool H×W mask."""
     h, w = rle["size"]

@@ -1,5 +1,6 @@
 """The app through its HTTP API (`gradio_client`) against a real local server with a tiny model."""
 
+import json
 import threading
 import zipfile
 
@@ -7,7 +8,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from tests.helpers import SETTINGS, serving, write_bomb_png, write_image
+from tests.helpers import SETTINGS, serving, serving_concepts, write_bomb_png, write_image
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +100,35 @@ def test_bad_files_return_errors_and_the_session_keeps_working(url, tmp_path):
     chat, _, canvas, *_ = ask(client, "and this one?", write_image(tmp_path / "fine.png", 50, 40))
     assert not texts(chat)[-1].startswith("⚠️")
     assert Image.open(canvas).size == (50, 40)
+
+
+@pytest.fixture(scope="module")
+def concept_url(concept_chat):
+    with serving_concepts(concept_chat) as address:
+        yield address
+
+
+def test_find_endpoint_returns_every_instance_counts_and_downloads(concept_url, tmp_path):
+    client = Client(concept_url, verbose=False)
+    assert "/find" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    chat = client.predict("car", 0.0, api_name="/find")[0]
+    assert texts(chat)[-1].startswith("⚠️") and "no image" in texts(chat)[-1]  # nothing to look in yet
+
+    ask(client, "Segment the apple.", write_image(tmp_path / "photo.png", 80, 60))
+    chat, canvas, _, legend, shown, target, files = client.predict("car, yellow school bus", 0.0, api_name="/find")
+    assert "Find all: car, yellow school bus" in texts(chat)
+    assert "car × 10 · yellow school bus × 10" in legend and legend.count("segchat-legend-item") == 20
+    assert Image.open(canvas).size == (80, 60)
+    with zipfile.ZipFile(next(p for p in files if p.endswith(".zip"))) as zf:
+        assert len([n for n in zf.namelist() if n.endswith(".png")]) == 20
+    coco = json.loads(open(next(p for p in files if p.endswith(".json"))).read())
+    assert [o["id"] for o in coco["objects"]] == list(range(1, 21))
+    assert all(0 <= o["score"] <= 1 for o in coco["objects"])
+
+    chat, _, _, legend, *_ = client.predict("car", 1.0, api_name="/find")
+    assert "car: not found" in legend and "(not found)" in legend
+    assert any(t.startswith("ℹ️") and "car" in t and "is not in the image." in t for t in texts(chat))
+    chat, *_ = client.predict(" , ", 0.5, api_name="/find")
+    assert texts(chat)[-1].startswith("⚠️")
+    chat, canvas, *_ = ask(client, "And the cup?")  # the conversation goes on
+    assert not texts(chat)[-1].startswith("⚠️")

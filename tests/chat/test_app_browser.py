@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.helpers import serving
-from tests.helpers import shared_path
+from tests.helpers import serving, serving_concepts
+from tests.helpers import shared_path, write_image
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -75,3 +75,28 @@ def test_video_answer_shows_a_playable_overlay_video(page, url):
     check_downloads(page)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app_video.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def concept_url(concept_chat):
+    with serving_concepts(concept_chat) as address:
+        yield address
+
+
+def test_find_every_one_shows_every_instance_in_the_legend(page, concept_url, tmp_path):
+    photo = write_image(tmp_path / "photo.png", 96, 64)
+    send(page, concept_url, photo, "Which item would you use to make a salad?")
+    expect(page.locator("#legend .segchat-legend-item")).to_have_count(2, timeout=60_000)
+    slider = page.locator("#threshold input[type=number]")
+    slider.fill("0")
+    slider.press("Enter")
+    page.locator("#target label").first.click()  # "1. the red apple"
+    page.click("#find-every")
+    expect(page.locator("#legend .segchat-counts")).to_contain_text("the red apple", timeout=60_000)
+    items = page.locator("#legend .segchat-legend-item")
+    assert items.count() > 2
+    assert all("the red apple" in t for t in items.all_inner_texts())
+    expect(page.locator("#chatbot")).to_contain_text("Find every one: the red apple")
+    check_downloads(page)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app_find_every.png"), full_page=True)

@@ -210,3 +210,56 @@ def test_an_animated_gif_upload_is_a_video(chat, tmp_path):
     run(handlers.ask(session, "segment", [gif], SETTINGS))
     assert session.turns[-1].error is None and session.media.kind == "video"
     assert session.last_result.masks[0].shape == (3, 48, 64)
+
+
+@pytest.fixture
+def concept_session(concept_chat, scripted):
+    from model.segmenters.concepts import ConceptOptions
+
+    segmenter = concept_chat.concept_segmenter
+    segmenter.options = ConceptOptions(presence=0.0)
+    yield Session(scripted(concept_chat, ANSWER))
+    segmenter.options = ConceptOptions()
+
+
+def test_find_all_and_find_every_one_give_instances_counts_and_not_found(concept_session, tmp_path):
+    session = concept_session
+    run(handlers.ask(session, "Which item makes a salad?", [write_image(tmp_path / "a.png")]))
+    history = list(session.conversation.history)
+    final = handlers.find(session, "car; yellow school bus", threshold=0.0)
+    assert {"role": "user", "content": "Find all: car; yellow school bus"} in final
+    assert "× 10" in final[-2]["content"] and final[-1]["content"]["path"].endswith("overlay.png")
+    result = session.last_result
+    assert result.labels == ["car"] * 10 + ["yellow school bus"] * 10 and all(result.found)
+    view = handlers.canvas(session)
+    assert "car × 10 · yellow school bus × 10" in view.legend
+    with zipfile.ZipFile(handlers.downloads(session)[0]) as zf:
+        assert len([n for n in zf.namelist() if n.endswith(".png")]) == 20
+
+    handlers.find(session, "", threshold=0.0, exemplar=3)  # "Find every one" on the fourth car
+    assert session.turns[-1].text == "Find every one: car" and set(session.last_result.labels) == {"car"}
+
+    handlers.find(session, "car", threshold=1.0)
+    result = session.last_result
+    assert result.found == [False] and "car: not found" in handlers.canvas(session).legend
+    assert handlers.canvas(session).objects == [("1. car (not found)", 0)]
+    assert session.turns[-1].warnings == ["'car' is not in the image."]
+    with zipfile.ZipFile(handlers.downloads(session)[0]) as zf:
+        assert [n for n in zf.namelist() if n.endswith(".png")] == []  # nothing that is not there
+
+    final = handlers.find(session, "", threshold=0.0, exemplar=0)  # not found: the phrase alone
+    assert session.turns[-1].error is None and session.last_result.labels[0] == "car"
+    assert session.conversation.history == history  # searches never enter the language model's context
+    handlers.undo(session)
+    assert session.turns[-1].text == "Find all: car"
+
+
+def test_find_without_image_or_with_bad_phrases_is_a_message(concept_session, tmp_path):
+    session = concept_session
+    final = handlers.find(session, "car", threshold=0.5)
+    assert final[-1]["content"].startswith("⚠️") and "no image" in final[-1]["content"]
+    run(handlers.ask(session, "look", [write_image(tmp_path / "a.png")]))
+    for text in ("", " , ;", "x" * 500):
+        assert handlers.find(session, text, threshold=0.5)[-1]["content"].startswith("⚠️")
+    run(handlers.ask(session, "still there?", None))
+    assert session.turns[-1].error is None and session.last_result.labels == ["the red apple", "the cup"]
