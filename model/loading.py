@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from model.config import SegChatConfig
 from model.errors import CheckpointError
 from model.modeling import VISION_PREFIXES, SegChatModel
 from model.processing import Limits, SegChatProcessor
@@ -56,13 +57,12 @@ def check_weights_format(folder: Path, allow_pickle: bool = False) -> None:
 
 def prepare_checkpoint(path_or_id: str | Path, allow_pickle: bool = False) -> Path:
     """A native SegChat folder for a folder or hub id: as is, or, for an official Sa2VA checkpoint, its
-    converted copy in the cache (converted on first use, see `model.sa2va.convert.checkpoint`)."""
+    converted copy in the cache (converted on first use, see `model.sa2va.convert.checkpoint`). Any other
+    checkpoint is refused with a CheckpointError that lists the supported layouts."""
     folder = resolve_source(path_or_id)
     config = read_config(folder)
     check_weights_format(folder, allow_pickle)
-    from model.sa2va.convert.sa2va import is_sa2va_config
-
-    if not is_sa2va_config(config):
+    if config.get("model_type") == SegChatConfig.model_type:
         return folder
     if not any(folder.glob("*.safetensors")):
         raise CheckpointError(f"{folder} is a Sa2VA checkpoint without safetensors weights; the converter reads "

@@ -19,8 +19,9 @@ import torch
 from safetensors.torch import save_file
 
 from model.config import SegChatConfig
+from model.sa2va.convert.layout import check_layout, refusal
 from model.sa2va.convert.sa2va import (IMG_CONTEXT, convert_config, convert_state_dict, detect_flavour,
-                                 find_added_token_id, iter_tensors, read_shapes)
+                                       find_added_token_id, iter_tensors, read_shapes)
 
 # Bump when the converted layout changes: stale cache entries are then ignored.
 CONVERTER_VERSION = 1
@@ -33,11 +34,22 @@ SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.t
 
 def native_config(src: Path) -> tuple[SegChatConfig, dict]:
     """The SegChatConfig of a Sa2VA folder (from its config.json, tensor shapes and tokenizer files), and
-    `convert_config`'s output that `convert_state_dict` reads."""
+    `convert_config`'s output that `convert_state_dict` reads. A layout it does not know raises CheckpointError
+    (see `model.sa2va.convert.layout`); nothing is written."""
     config = json.loads((src / "config.json").read_text())
-    flavour = detect_flavour(config)
-    image_token_id = find_added_token_id(src, IMG_CONTEXT) if flavour == "internvl" else None
-    converted = convert_config(config, read_shapes(src), image_token_id=image_token_id)
+    try:
+        flavour = detect_flavour(config)
+    except ValueError as err:
+        raise refusal(src, str(err)) from None
+    shapes = read_shapes(src)
+    check_layout(src, flavour, shapes)
+    try:
+        image_token_id = find_added_token_id(src, IMG_CONTEXT) if flavour == "internvl" else None
+        converted = convert_config(config, shapes, image_token_id=image_token_id)
+    except KeyError as err:
+        raise refusal(src, f"{err} is missing (a config field or a tensor that gives a dimension)") from None
+    except ValueError as err:
+        raise refusal(src, str(err)) from None
     native = SegChatConfig(family=converted["family"], vlm_config=converted["vlm_config"],
                            sam2_config=converted["sam2_config"], template=converted["template"],
                            seg_hidden_state=converted["seg_hidden_state"],
@@ -108,8 +120,8 @@ def convert_checkpoint(src: str | Path, dst: str | Path, shard_bytes: int = DEFA
     src, dst = Path(src), Path(dst)
     if (dst / "config.json").exists():
         raise FileExistsError(f"{dst} already holds a checkpoint")
-    dst.mkdir(parents=True, exist_ok=True)
     config, converted = native_config(src)
+    dst.mkdir(parents=True, exist_ok=True)
     items = convert_state_dict(iter_tensors(src), config.family, converted)
     write_shards(items, dst, shard_bytes)
     copy_side_files(src, dst)

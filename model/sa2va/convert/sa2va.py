@@ -1,6 +1,6 @@
 """Official Sa2VA checkpoints (remote-code layout) -> native transformers modules.
 
-The only place that knows Sa2VA's config fields and key names. Three pure functions
+The only place that knows Sa2VA's config fields and key names (`layout` recognises them first). Three pure functions
 (`convert_config`, `convert_state_dict`, `detect_flavour`) plus `load_sa2va_modules`, which builds
 the native VLM, `Sam2VideoModel` and [SEG] projector from a checkpoint folder.
 """
@@ -29,15 +29,6 @@ _SKIPPED_SUFFIXES = ("rotary_emb.inv_freq", "pixel_mean", "pixel_std")
 
 _QWEN_TEXT_TYPES = {"qwen3_vl": "qwen3_vl_text", "qwen2_5_vl": "qwen2_5_vl_text"}
 _META_KEYS = {"auto_map", "architectures", "model_type", "template", "transformers_version", "_name_or_path"}
-
-
-def is_sa2va_config(config: dict) -> bool:
-    """True for a Sa2VA checkpoint config of a flavour this converter handles."""
-    try:
-        detect_flavour(config)
-    except ValueError:
-        return False
-    return True
 
 
 def detect_flavour(config: dict) -> str:
