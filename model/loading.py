@@ -130,6 +130,8 @@ def load_model_and_processor(path_or_id: str | Path, device: str | torch.device 
         model = SegChatModel.from_pretrained(folder, dtype=dtype, device_map=str(device), quantization_config=quant,
                                              use_safetensors=None if allow_pickle else True)
         processor = SegChatProcessor.from_pretrained(folder, model.config, limits)
+    except CheckpointError:
+        raise
     except (OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path_or_id}: the checkpoint could not be loaded ({type(err).__name__}: {err})."
                               ) from err
