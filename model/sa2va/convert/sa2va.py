@@ -190,11 +190,11 @@ def convert_state_dict(
     """Stream Sa2VA tensors as native `vlm.*` / `sam2.*` / `projector.*` tensors, one at a time.
 
     `config` is the output of `convert_config`. Recomputed buffers (`rotary_emb.inv_freq`, SAM2 pixel
-    mean/std) are dropped. The only tensors held back are SAM2's few point-embedding rows.
+    mean/std) are dropped. A head tied to the input embeddings is not written (the native model ties it at load).
+    The only tensors held back are SAM2's few point-embedding rows.
     """
     sam2 = Sam2KeyConverter(config["sam2_config"])
     text_config = config["vlm_config"]["text_config"]
-    tied = text_config.get("tie_word_embeddings", False)
     for key, tensor in items:
         if key.endswith(_SKIPPED_SUFFIXES):
             continue
@@ -213,8 +213,6 @@ def convert_state_dict(
             raise KeyError(f"unexpected Sa2VA key: {key}")
         for new, t in converted:
             yield "vlm." + new, t
-            if tied and new == "model.language_model.embed_tokens.weight":
-                yield "vlm.lm_head.weight", t
     sam2.finish()
 
 
@@ -325,6 +323,8 @@ def load_sa2va_modules(
     for key, tensor in convert_state_dict(iter_tensors(src), flavour, converted):
         prefix, rest = key.split(".", 1)
         states[prefix][rest] = tensor.to(dtype).contiguous()
+    if converted["vlm_config"]["tie_word_embeddings"]:
+        states["vlm"]["lm_head.weight"] = states["vlm"]["model.language_model.embed_tokens.weight"]
     for name, module in (("vlm", vlm), ("sam2", sam2), ("projector", projector)):
         _assign(module, name, states.pop(name))
     if converted["vlm_config"]["tie_word_embeddings"]:
