@@ -6,7 +6,8 @@ bf16 and with a 4-bit language model.
     python -m bench.bench_load --real-layout 2     (Sa2VA-Qwen3-VL-4B in the published fp32 layout, 2 text and
                                                     2 vision layers; figures also scaled to the full depth)
 
-Each measurement runs in a fresh process; ru_maxrss after the imports is the baseline.
+Each measurement runs in a fresh process; ru_maxrss after the imports is the baseline; a load reads every
+weight once (memory-mapped weights count only when read).
 """
 
 import argparse
@@ -32,6 +33,8 @@ if mode.startswith("convert"):
     convert_checkpoint(src, dst, dtype=getattr(torch, dtype) if dtype else None)
 else:
     model = SegChatModel.from_pretrained(dst, dtype=getattr(torch, mode))
+    for p in model.parameters():  # read every weight, as a first forward does (safetensors maps them lazily)
+        p.detach().sum()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"base_mb": base / 1024, "delta_mb": (peak - base) / 1024}))
 """
