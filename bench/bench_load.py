@@ -6,8 +6,8 @@ bf16 and with a 4-bit language model.
     python -m bench.bench_load --real-layout 2     (Sa2VA-Qwen3-VL-4B in the published fp32 layout, 2 text and
                                                     2 vision layers; figures also scaled to the full depth)
 
-Each measurement runs in a fresh process; ru_maxrss after the imports is the baseline; a load reads every
-weight once (memory-mapped weights count only when read).
+Each measurement runs in a fresh process (Linux: its peak RSS is reset through /proc/self/clear_refs); the RSS
+after the imports is the baseline; a load reads every weight once (memory-mapped weights count only when read).
 """
 
 import argparse
@@ -22,12 +22,19 @@ DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "oracle" / "sa
 GB = 1024**3
 
 _CHILD = """
-import json, resource, sys, torch
+import json, sys, torch
 from pathlib import Path
 from model.sa2va.convert.checkpoint import convert_checkpoint
 from model.modeling import SegChatModel
+
+def rss_mb(field):
+    return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith(field))) / 1024
+
 mode, src, dst = sys.argv[1:4]
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# a child inherits its parent's peak RSS across fork and exec: reset it, so the peak is this process's own
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+base = rss_mb("VmRSS:")
 if mode.startswith("convert"):
     dtype = mode.partition(":")[2]
     convert_checkpoint(src, dst, dtype=getattr(torch, dtype) if dtype else None)
@@ -35,8 +42,7 @@ else:
     model = SegChatModel.from_pretrained(dst, dtype=getattr(torch, mode))
     for p in model.parameters():  # read every weight, as a first forward does (safetensors maps them lazily)
         p.detach().sum()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"base_mb": base / 1024, "delta_mb": (peak - base) / 1024}))
+print(json.dumps({"base_mb": base, "delta_mb": rss_mb("VmHWM:") - base}))
 """
 
 
