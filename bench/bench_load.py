@@ -1,13 +1,18 @@
-"""Load memory: peak RSS while converting / loading a Sa2VA checkpoint against its weight bytes, and the analytic
-(NOT measured) peak GPU memory of a Sa2VA-4B-class model in bf16 and with a 4-bit language model.
+"""Load memory and disk: peak RSS while converting / loading a Sa2VA checkpoint against its weight bytes, the size
+of the converted cache per load dtype, and the analytic (NOT measured) peak GPU memory of a Sa2VA-4B-class model in
+bf16 and with a 4-bit language model.
 
     python -m bench.bench_load [SA2VA_FOLDER]      (default: ../shared/oracle/sa2va-internvl-qwen2)
+    python -m bench.bench_load --real-layout 2     (Sa2VA-Qwen3-VL-4B in the published fp32 layout, 2 text and
+                                                    2 vision layers; figures also scaled to the full depth)
 
-Each measurement runs in a fresh process; ru_maxrss after the imports is the baseline.
+Each measurement runs in a fresh process (Linux: its peak RSS is reset through /proc/self/clear_refs); the RSS
+after the imports is the baseline; a load reads every weight once (memory-mapped weights count only when read).
 """
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,18 +22,27 @@ DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "oracle" / "sa
 GB = 1024**3
 
 _CHILD = """
-import json, resource, sys, torch
+import json, sys, torch
 from pathlib import Path
 from model.sa2va.convert.checkpoint import convert_checkpoint
 from model.modeling import SegChatModel
+
+def rss_mb(field):
+    return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith(field))) / 1024
+
 mode, src, dst = sys.argv[1:4]
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-if mode == "convert":
-    convert_checkpoint(src, dst)
+# a child inherits its parent's peak RSS across fork and exec: reset it, so the peak is this process's own
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+base = rss_mb("VmRSS:")
+if mode.startswith("convert"):
+    dtype = mode.partition(":")[2]
+    convert_checkpoint(src, dst, dtype=getattr(torch, dtype) if dtype else None)
 else:
     model = SegChatModel.from_pretrained(dst, dtype=getattr(torch, mode))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"base_mb": base / 1024, "delta_mb": (peak - base) / 1024}))
+    for p in model.parameters():  # read every weight, as a first forward does (safetensors maps them lazily)
+        p.detach().sum()
+print(json.dumps({"base_mb": base, "delta_mb": rss_mb("VmHWM:") - base}))
 """
 
 
@@ -85,10 +99,38 @@ def analytic_vram(counts: dict[str, int]) -> dict[str, float]:
             "weights_llm_4bit": weights_4bit / GB, "peak_llm_4bit": (weights_4bit + overhead) / GB}
 
 
+def real_layout(layers: int) -> None:
+    """Download (source) and cache bytes, conversion and load peaks for the reduced-depth Sa2VA-Qwen3-VL-4B, per
+    load dtype, and the same scaled by the full-depth / reduced-depth weight ratio."""
+    from bench import real_layout as layout
+
+    full = layout.layer_bytes(36, 24)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = layout.build(Path(tmp) / "Sa2VA-Qwen3-VL-4B", text_layers=layers, vision_layers=layers)
+        source = sum(p.stat().st_size for p in src.glob("*.safetensors"))
+        scale = full / source
+        print(f"source (fp32, {layers} text + {layers} vision layers): {source / GB:.2f} GiB; full depth "
+              f"{full / GB:.2f} GiB (x{scale:.2f})")
+        for dtype in ("bfloat16", "float32"):
+            dst = Path(tmp) / f"native-{dtype}"
+            convert = measure(f"convert:{dtype}", src, dst)
+            cache = sum(p.stat().st_size for p in dst.iterdir())
+            load = measure(dtype, src, dst)
+            print(f"{dtype:>9}: cache {cache / GB:.2f} GiB (full depth ~{cache * scale / GB:.1f} GiB; download + "
+                  f"cache ~{(source + cache) * scale / GB:.1f} GiB); peak RSS convert +{convert['delta_mb'] / 1024:.2f}"
+                  f" GiB, load +{load['delta_mb'] / 1024:.2f} GiB (full depth ~{load['delta_mb'] * scale / 1024:.1f} GiB)")
+            shutil.rmtree(dst)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", nargs="?", type=Path, default=DEFAULT_SOURCE)
+    parser.add_argument("--real-layout", type=int, metavar="LAYERS",
+                        help="measure a Sa2VA-Qwen3-VL-4B-layout checkpoint with this many layers instead")
     args = parser.parse_args()
+    if args.real_layout:
+        real_layout(args.real_layout)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         dst = Path(tmp) / "native"
         weights = sum(p.stat().st_size for p in args.source.glob("*.safetensors"))

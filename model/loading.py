@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from model.config import SegChatConfig
 from model.errors import CheckpointError
 from model.modeling import VISION_PREFIXES, SegChatModel
 from model.processing import Limits, SegChatProcessor
@@ -63,22 +64,23 @@ def check_weights_format(folder: Path, allow_pickle: bool = False) -> None:
     raise CheckpointError(f"{folder} has no weights (*.safetensors).")
 
 
-def prepare_checkpoint(path_or_id: str | Path, allow_pickle: bool = False) -> Path:
+def prepare_checkpoint(path_or_id: str | Path, allow_pickle: bool = False, dtype: torch.dtype | None = None
+                       ) -> Path:
     """A native SegChat folder for a folder or hub id: as is, or, for an official Sa2VA checkpoint, its
-    converted copy in the cache (converted on first use, see `model.sa2va.convert.checkpoint`)."""
+    converted copy in the cache, weights no wider than `dtype` (converted on first use, see
+    `model.sa2va.convert.checkpoint`). Any other
+    checkpoint is refused with a CheckpointError that lists the supported layouts."""
     folder = resolve_source(path_or_id)
     config = read_config(folder)
     check_weights_format(folder, allow_pickle)
-    from model.sa2va.convert.sa2va import is_sa2va_config
-
-    if not is_sa2va_config(config):
+    if config.get("model_type") == SegChatConfig.model_type:
         return folder
     if not any(folder.glob("*.safetensors")):
         raise CheckpointError(f"{folder} is a Sa2VA checkpoint without safetensors weights; the converter reads "
                               "safetensors only.")
     from model.sa2va.convert.checkpoint import cached_conversion
 
-    return cached_conversion(folder)
+    return cached_conversion(folder, dtype=dtype)
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
@@ -131,14 +133,16 @@ def load_model_and_processor(path_or_id: str | Path, device: str | torch.device 
                              limits: Limits | None = None) -> tuple[SegChatModel, SegChatProcessor]:
     """A checkpoint's model and processor (see `SegChat.from_pretrained` for the arguments); failures raise
     `CheckpointError`."""
-    folder = prepare_checkpoint(path_or_id, allow_pickle)
     device = pick_device(device)
     dtype = pick_dtype(dtype, device)
+    folder = prepare_checkpoint(path_or_id, allow_pickle, dtype)
     quant = quantization_config(quantization, dtype)
     try:
         model = SegChatModel.from_pretrained(folder, dtype=dtype, device_map=str(device), quantization_config=quant,
                                              use_safetensors=None if allow_pickle else True)
         processor = SegChatProcessor.from_pretrained(folder, model.config, limits)
+    except CheckpointError:
+        raise
     except (OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path_or_id}: the checkpoint could not be loaded ({type(err).__name__}: {err})."
                               ) from err

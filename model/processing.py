@@ -12,12 +12,13 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from transformers import AutoImageProcessor, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoImageProcessor, PreTrainedTokenizerBase
 
 from model.answer import MarkupIds, ParsedAnswer, parse_answer
 from model.config import SegChatConfig
 from model.errors import InputError
 from model.families import VisionInputs, make_family, needs_image_processor
+from model.internlm2_tokenizer import load_tokenizer
 from model.media.image import MediaLimits
 from model.preprocess import sam2_pixels
 from model.prompting import PromptBuilder, default_system_prompt, load_media_layout, load_template
@@ -62,7 +63,7 @@ class SegChatProcessor:
         """The processor saved with a native checkpoint folder (tokenizer, and the image processor of Qwen-VL
         families). Checkpoint code is never run."""
         config = config or SegChatConfig.from_pretrained(folder)
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        tokenizer = load_tokenizer(folder)
         image_processor = None
         if needs_image_processor(config):
             image_processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=False)
@@ -84,8 +85,9 @@ class SegChatProcessor:
         return text.strip()
 
     def conversation_start(self) -> list[int]:
-        """The ids a conversation starts with (the system turn)."""
-        return self.prompts.system_turn(self.system_prompt)
+        """The ids a conversation starts with: the tokenizer's own prefix (`<s>` for InternLM2, as the official
+        code's `encode` adds it; nothing for Qwen), then the system turn."""
+        return self.prompts.start_ids + self.prompts.system_turn(self.system_prompt)
 
     def user_turn(self, text: str, vision: VisionInputs | None = None) -> list[int]:
         """A user turn asking for an answer: the media block of `vision` (new media only) and `text` as data."""

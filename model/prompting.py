@@ -69,6 +69,8 @@ class PromptBuilder:
         self.layout = layout
         self.stop_ids = [i for i in (tokenizer.convert_tokens_to_ids(s) for s in template.stop)
                          if i is not None and i != tokenizer.unk_token_id]
+        # what the tokenizer puts before any encoded text (InternLM2's `<s>`; empty for Qwen tokenizers)
+        self.start_ids: list[int] = tokenizer("", add_special_tokens=True)["input_ids"]
 
     def control(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []

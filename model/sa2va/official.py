@@ -1,13 +1,14 @@
 """Sa2VA's official `predict_forward(image, video, text, past_text)` on a loaded SegChat, output-identical.
 
 Unlike `Conversation.ask`, `text` and `past_text` are trusted markup, tokenized as the official code does
-(special tokens are parsed), and there is no system prompt. Per flavour, as in the official code:
+(special tokens are parsed), and there is no system prompt of SegChat's own. Per flavour, as in the official code:
 
 - InternVL: `<image>` in `text` becomes the media block (`<img>` + `<IMG_CONTEXT>` * 256 per tile `</img>`, frames
   joined by a newline); the prompt is `past_text` + one templated user turn. The [SEG] states are read from the
   generated tokens only.
 - Qwen-VL: `<image>` is removed; image and video calls ignore `past_text` and put the media before the text in one
-  user turn; the text-only branch sends `past_text + text` as one user message. The official code scans the whole
+  user turn; the text-only branch sends `past_text + text` as one user message. The message is rendered by the
+  checkpoint's chat template, as the official processor does (Qwen2.5-VL's adds a default system turn). The official code scans the whole
   sequence (prompt included) for [SEG], so a [SEG] in the prompt of an image/video call also yields a mask.
 
 Text-only calls (no image, no video, no `<image>` in `past_text`) return no masks. A [SEG] that ends the answer
@@ -68,9 +69,28 @@ def official_prompt(processor: SegChatProcessor, text: str, past_text: str, runs
             raise InputError("With `<image>` in the text, past_text must be empty (as in the official code).")
         return past_text + turn(text.replace(IMAGE_TAG, media))
     text = text.replace(IMAGE_TAG, "")
+    if processor.tokenizer.chat_template:
+        return _rendered_prompt(processor, past_text + text if runs is None else text, runs)
     if runs is None:
         return turn(past_text + text)
     return turn(layout.content.replace("{media}", media).replace("{text}", text))
+
+
+def _rendered_prompt(processor: SegChatProcessor, text: str, runs: list[list[int]] | None) -> str:
+    """The Qwen-VL prompt as the official code makes it: one user message (each image, then the text) rendered by
+    the checkpoint's own chat template (Qwen2.5-VL's adds its default system turn, Qwen3-VL's none), each image
+    placeholder then repeated once per image token."""
+    tokenizer = processor.tokenizer
+    content = [{"type": "image"} for _ in runs or []] + [{"type": "text", "text": text}]
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                             add_generation_prompt=True)
+    if not runs:
+        return rendered
+    placeholder = tokenizer.convert_ids_to_tokens(runs[0][0])
+    pieces = rendered.split(placeholder)
+    if len(pieces) != len(runs) + 1:
+        raise ValueError(f"the chat template placed {len(pieces) - 1} images for {len(runs)}")
+    return pieces[0] + "".join(placeholder * len(run) + piece for run, piece in zip(runs, pieces[1:]))
 
 
 def _is_internvl(processor: SegChatProcessor) -> bool:

@@ -1,13 +1,13 @@
 """Convert an official Sa2VA checkpoint (local folder or hub id) into SegChat's native format.
 
-    python -m model.sa2va.convert SRC DST [--shard-size-gb 2]
+    python -m model.sa2va.convert SRC DST [--shard-size-gb 2] [--dtype bf16]
 """
 
 import argparse
 from pathlib import Path
 
 from model.sa2va.convert.checkpoint import DEFAULT_SHARD_BYTES, convert_checkpoint
-from model.loading import resolve_source
+from model.loading import pick_dtype, resolve_source
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,8 +15,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("src", help="Sa2VA checkpoint folder or hub id (its .py files are never downloaded)")
     parser.add_argument("dst", type=Path, help="output folder (new)")
     parser.add_argument("--shard-size-gb", type=float, default=DEFAULT_SHARD_BYTES / 1024**3)
+    parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
+                        help="store floating-point weights no wider than this (default: as in the source)")
     args = parser.parse_args(argv)
-    out = convert_checkpoint(resolve_source(args.src), args.dst, int(args.shard_size_gb * 1024**3))
+    dtype = pick_dtype(args.dtype, None) if args.dtype else None
+    out = convert_checkpoint(resolve_source(args.src), args.dst, int(args.shard_size_gb * 1024**3), dtype)
     print(f"wrote {out}")
 
 

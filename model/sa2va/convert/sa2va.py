@@ -1,6 +1,6 @@
 """Official Sa2VA checkpoints (remote-code layout) -> native transformers modules.
 
-The only place that knows Sa2VA's config fields and key names. Three pure functions
+The only place that knows Sa2VA's config fields and key names (`layout` recognises them first). Three pure functions
 (`convert_config`, `convert_state_dict`, `detect_flavour`) plus `load_sa2va_modules`, which builds
 the native VLM, `Sam2VideoModel` and [SEG] projector from a checkpoint folder.
 """
@@ -29,15 +29,6 @@ _SKIPPED_SUFFIXES = ("rotary_emb.inv_freq", "pixel_mean", "pixel_std")
 
 _QWEN_TEXT_TYPES = {"qwen3_vl": "qwen3_vl_text", "qwen2_5_vl": "qwen2_5_vl_text"}
 _META_KEYS = {"auto_map", "architectures", "model_type", "template", "transformers_version", "_name_or_path"}
-
-
-def is_sa2va_config(config: dict) -> bool:
-    """True for a Sa2VA checkpoint config of a flavour this converter handles."""
-    try:
-        detect_flavour(config)
-    except ValueError:
-        return False
-    return True
 
 
 def detect_flavour(config: dict) -> str:
@@ -199,11 +190,11 @@ def convert_state_dict(
     """Stream Sa2VA tensors as native `vlm.*` / `sam2.*` / `projector.*` tensors, one at a time.
 
     `config` is the output of `convert_config`. Recomputed buffers (`rotary_emb.inv_freq`, SAM2 pixel
-    mean/std) are dropped. The only tensors held back are SAM2's few point-embedding rows.
+    mean/std) are dropped. A head tied to the input embeddings is not written (the native model ties it at load).
+    The only tensors held back are SAM2's few point-embedding rows.
     """
     sam2 = Sam2KeyConverter(config["sam2_config"])
     text_config = config["vlm_config"]["text_config"]
-    tied = text_config.get("tie_word_embeddings", False)
     for key, tensor in items:
         if key.endswith(_SKIPPED_SUFFIXES):
             continue
@@ -222,8 +213,6 @@ def convert_state_dict(
             raise KeyError(f"unexpected Sa2VA key: {key}")
         for new, t in converted:
             yield "vlm." + new, t
-            if tied and new == "model.language_model.embed_tokens.weight":
-                yield "vlm.lm_head.weight", t
     sam2.finish()
 
 
@@ -334,6 +323,8 @@ def load_sa2va_modules(
     for key, tensor in convert_state_dict(iter_tensors(src), flavour, converted):
         prefix, rest = key.split(".", 1)
         states[prefix][rest] = tensor.to(dtype).contiguous()
+    if converted["vlm_config"]["tie_word_embeddings"]:
+        states["vlm"]["lm_head.weight"] = states["vlm"]["model.language_model.embed_tokens.weight"]
     for name, module in (("vlm", vlm), ("sam2", sam2), ("projector", projector)):
         _assign(module, name, states.pop(name))
     if converted["vlm_config"]["tie_word_embeddings"]:

@@ -18,11 +18,15 @@ from tests.helpers import SHARED, shared_path
 
 pytestmark = pytest.mark.slow
 
-ORACLES = sorted(p.parent.name for p in (SHARED / "oracle").glob("*/cases.json"))
+# Oracles in ../shared/oracle, and those built into the repository's test data by tests/fixtures/make_*_oracle.py.
+FIXTURE_ORACLES = Path(__file__).resolve().parents[2] / "fixtures" / "oracle"
+ORACLE_DIRS = {p.parent.name: p.parent for root in (SHARED / "oracle", FIXTURE_ORACLES)
+               for p in sorted(root.glob("*/cases.json"))}
+ORACLES = sorted(ORACLE_DIRS)
 CASES = [(name, case["name"]) for name in ORACLES
-         for case in json.loads((SHARED / "oracle" / name / "cases.json").read_text())["cases"]]
+         for case in json.loads((ORACLE_DIRS[name] / "cases.json").read_text())["cases"]]
 SEG_CASES = [(name, case) for name, case in CASES
-             if list((SHARED / "oracle" / name / "reference" / case).glob("seg_hidden_states.np*"))]
+             if list((ORACLE_DIRS[name] / "reference" / case).glob("seg_hidden_states.np*"))]
 
 
 def _array(path: Path) -> np.ndarray:
@@ -36,7 +40,7 @@ class Oracle:
     """One oracle folder: its SegChat (loaded once) and each case's official-call output (computed once)."""
 
     def __init__(self, name: str):
-        self.folder = shared_path("oracle", name)
+        self.folder = ORACLE_DIRS[name]
         self.cases = {c["name"]: c for c in json.loads((self.folder / "cases.json").read_text())["cases"]}
         self.chat = SegChat.from_pretrained(self.folder, device="cpu", dtype="fp32")
         self._encode = self.chat.segmenter.encode
@@ -117,13 +121,16 @@ def test_seg_states_and_embeddings(oracles, oracle, case):
 
 
 def _reference_low_res(o: Oracle, case: str, n_seg: int, frames: int) -> dict[int, np.ndarray]:
-    """{frame: [n_seg, h, w]} of SAM2's selected low-res logits, whatever the oracle's file layout."""
+    """{frame: [n_seg, h, w]} of SAM2's selected low-res logits, whatever the oracle's file layout ({} when the
+    oracle keeps only the logits at the original size)."""
     full = o.reference(case, "sam2_lowres_mask_logits")
     if full is not None:
         if full.shape[:2] != (n_seg, frames):  # Qwen oracles store [frames, n_seg, h, w]
             full = full.swapaxes(0, 1)
         return {t: full[:, t] for t in range(frames)}
-    path = next((o.folder / "reference" / case).glob("sam2_lowres_mask_logits_frames_*.npy"))
+    path = next((o.folder / "reference" / case).glob("sam2_lowres_mask_logits_frames_*.npy"), None)
+    if path is None:
+        return {}
     listed = [int(t) for t in path.stem.split("frames_")[1].split("_")]
     return {t: arr for t, arr in zip(listed, np.load(path).swapaxes(0, 1))}
 
@@ -200,7 +207,7 @@ def test_pickle_only_native_checkpoint_needs_allow_pickle(tiny_dirs, tmp_path):
 def test_pickle_only_sa2va_checkpoint_is_refused(tmp_path):
     folder = tmp_path / "pickled"
     folder.mkdir()
-    source = shared_path("oracle", ORACLES[0])
+    source = ORACLE_DIRS[ORACLES[0]]
     shutil.copyfile(source / "config.json", folder / "config.json")
     (folder / "pytorch_model.bin").write_bytes(b"not read")
     with pytest.raises(CheckpointError, match="pickle"):

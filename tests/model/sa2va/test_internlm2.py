@@ -1,0 +1,93 @@
+"""InternLM2 checkpoints (Sa2VA-8B/26B): the native tokenizer against the official class's ids (fixture made by
+tests/fixtures/internlm2_tokenizer/make_reference.py), and a Sa2VA-8B-layout checkpoint that converts, loads and
+answers with `<s>` first and `<|im_end|>` as its stop word."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from model import SegChat
+from model.errors import CheckpointError
+from model.internlm2_tokenizer import InternLM2Tokenizer, load_tokenizer
+from model.sa2va.convert.internvl_keys import split_internlm2_wqkv
+from tests.helpers import shared_path
+from tests.model.sa2va.layouts import INTERNLM2_TOKENIZER, fuse_wqkv, internlm2_checkpoint
+
+REFERENCE = json.loads((INTERNLM2_TOKENIZER / "reference.json").read_text())
+MARKUP = ("<|", "<img", "</", "<IMG", "[SEG]", "<s>", "<unk>", "<p>", "<vp>", "<quad", "<ref", "<box")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer(INTERNLM2_TOKENIZER)
+
+
+def test_the_native_class_is_chosen_and_matches_the_official_vocabulary(tokenizer):
+    assert isinstance(tokenizer, InternLM2Tokenizer)
+    assert len(tokenizer) == REFERENCE["len_tokenizer"]
+    assert (tokenizer.bos_token_id, tokenizer.eos_token_id) == (REFERENCE["bos_token_id"], REFERENCE["eos_token_id"])
+    assert tokenizer.convert_tokens_to_ids("[SEG]") == 649 and tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>") == 642
+
+
+def test_ids_equal_the_official_tokenizer_on_every_reference_string(tokenizer):
+    assert len(REFERENCE["cases"]) >= 300
+    for case in REFERENCE["cases"]:
+        assert tokenizer.encode(case["text"]) == case["ids"], case["text"]
+        assert tokenizer.encode(case["text"], add_special_tokens=False) == case["ids_no_special"], case["text"]
+
+
+def test_bos_first_as_the_official_encode_adds_it(tokenizer):
+    prompts = [c for c in REFERENCE["cases"] if c["text"].startswith("<|im_start|>")]
+    assert prompts and all(c["ids"][0] == tokenizer.bos_token_id for c in prompts)
+    assert tokenizer("")["input_ids"] == [tokenizer.bos_token_id]
+
+
+def test_decoding_is_sentencepiece_decoding(tokenizer):
+    """Plain text round-trips; the official class's decode is the same text after its clean-up of spaces."""
+    plain = [c for c in REFERENCE["cases"] if not any(m in c["text"] for m in MARKUP)]
+    assert len(plain) > 50
+    for case in plain:
+        decoded = tokenizer.decode(case["ids_no_special"])
+        assert decoded == tokenizer.sp_model.decode(case["ids_no_special"])
+        assert tokenizer.clean_up_tokenization(decoded) == case["decoded"]
+
+
+def test_save_and_reload_keeps_the_class(tokenizer, tmp_path):
+    tokenizer.save_pretrained(tmp_path)
+    again = load_tokenizer(tmp_path)
+    assert isinstance(again, InternLM2Tokenizer)
+    text = REFERENCE["cases"][-1]["text"]
+    assert again.encode(text) == tokenizer.encode(text)
+
+
+def test_missing_tokenizer_model_is_a_clear_error(tmp_path):
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "InternLM2Tokenizer"}))
+    with pytest.raises(CheckpointError, match="needs tokenizer.model, which is missing"):
+        load_tokenizer(tmp_path)
+
+
+def test_wqkv_fuse_is_the_inverse_of_the_converter_split():
+    q, k, v = torch.randn(12, 5), torch.randn(6, 5), torch.randn(6, 5)
+    parts = dict(split_internlm2_wqkv("l.attention.wqkv.weight", fuse_wqkv(q, k, v, kv_heads=2), 4, 2))
+    assert torch.equal(parts["l.self_attn.q_proj.weight"], q) and torch.equal(parts["l.self_attn.v_proj.weight"], v)
+
+
+@pytest.mark.slow
+def test_sa2va_8b_layout_loads_and_answers(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGCHAT_CACHE", str(tmp_path / "cache"))
+    folder = internlm2_checkpoint(shared_path("oracle", "sa2va-internvl-qwen2"), tmp_path / "Sa2VA-8B")
+    chat = SegChat.from_pretrained(folder, device="cpu", dtype="fp32")
+    processor = chat.processor
+    assert isinstance(processor.tokenizer, InternLM2Tokenizer)
+    assert chat.model.config.template == "internlm2_chat"
+    assert processor.prompts.stop_ids == [processor.tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    conversation = chat.new_conversation()
+    assert conversation.history[0] == processor.tokenizer.bos_token_id
+    image = np.zeros((64, 96, 3), np.uint8)
+    image[16:48, 20:60] = (200, 30, 30)
+    reply = conversation.ask("Please segment the red object.", image=image)
+    assert reply.token_ids and isinstance(reply.text, str)
+    assert conversation.history.count(processor.tokenizer.bos_token_id) == 1
+    assert conversation.ask("And why?").token_ids
