@@ -6,8 +6,9 @@
 import argparse
 from pathlib import Path
 
+from model.errors import SegChatError
+from model.loading import check_files, reporting, resolve_source
 from model.sa2va.convert.checkpoint import DEFAULT_SHARD_BYTES, convert_checkpoint
-from model.loading import resolve_source
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -16,7 +17,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dst", type=Path, help="output folder (new)")
     parser.add_argument("--shard-size-gb", type=float, default=DEFAULT_SHARD_BYTES / 1024**3)
     args = parser.parse_args(argv)
-    out = convert_checkpoint(resolve_source(args.src), args.dst, int(args.shard_size_gb * 1024**3))
+    try:
+        src = resolve_source(args.src)
+        check_files(src)
+        with reporting(f"The Sa2VA checkpoint {src} (converting it)"):
+            out = convert_checkpoint(src, args.dst, int(args.shard_size_gb * 1024**3))
+    except SegChatError as err:
+        raise SystemExit(f"Could not convert: {err}") from None
     print(f"wrote {out}")
 
 
