@@ -1,14 +1,19 @@
 """Per-user chat state: the model conversation, the media being discussed, the turns shown and their results.
 
-One `Session` lives in one `gr.State`; nothing here is shared between users except the read-only model.
+One `Session` lives in one `gr.State`; nothing here is shared between users except the read-only model. A session
+owns its files: its folder (created on first use: overlays, canvases, downloads, its own link to each upload) and
+the uploads it was sent, all removed when it ends. `Sessions` keeps the live ones so that a server shutting down
+ends them all.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import tempfile
 import threading
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,9 +86,11 @@ class Session:
         self.conversation: Conversation = chat.new_conversation()
         self.media: Media | None = None
         self.turns: list[Turn] = []
-        self.workdir = Path(tempfile.mkdtemp(prefix="segchat-", dir=root))
+        self.notice: str | None = None  # why the last message was refused (the message itself is not kept)
+        self.workdir = Path(root or tempfile.gettempdir()) / f"segchat-{uuid.uuid4().hex}"  # made on first use
         self.stop_requested = threading.Event()
         self._files = 0
+        self._received: set[Path] = set()  # uploads as the server received them, removed when the session ends
 
     def snapshot(self) -> Conversation:
         """A cheap copy of the conversation: `ask` replaces its attributes rather than mutating them."""
@@ -92,8 +99,28 @@ class Session:
     def begin(self, text: str, upload: Path | None) -> Turn:
         turn = Turn(text, upload, conversation_before=self.snapshot(), media_before=self.media)
         self.turns.append(turn)
+        self.notice = None
         self.stop_requested.clear()
         return turn
+
+    def refuse(self, reason: str, files: list[Path] = ()) -> None:
+        """A message refused before it became a turn: only the reason is kept (shown once), and its files are
+        removed with the session's."""
+        self.notice = reason
+        self._received.update(files)
+
+    def take_upload(self, path: Path) -> Path:
+        """The session's own copy of an upload (a hard link where possible): the server's file may be shared by
+        identical uploads of other sessions, so each session removes only its own link, and the received file
+        when it ends."""
+        self._received.add(path)
+        own = self.new_file("upload") / path.name
+        own.parent.mkdir()
+        try:
+            os.link(path, own)
+        except OSError:
+            shutil.copyfile(path, own)
+        return own
 
     def pop_turn(self) -> Turn | None:
         """Remove the last turn and return the model conversation and media to what they were before it."""
@@ -114,6 +141,7 @@ class Session:
 
     def new_file(self, name: str) -> Path:
         """A fresh path in this session's folder (names never repeat, so browsers never show stale files)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self._files += 1
         return self.workdir / f"segchat_{self._files:03d}_{name}"
 
@@ -121,18 +149,63 @@ class Session:
         self.conversation = self.chat.new_conversation()
         self.media = None
         self.turns = []
-        shutil.rmtree(self.workdir, ignore_errors=True)
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.notice = None
+        self._remove_files()
 
     def close(self) -> None:
-        """Free everything (called when Gradio drops the state: tab closed or time-to-live reached)."""
+        """Free everything and remove the session's files (the tab closed, its time-to-live passed, or the server
+        is shutting down)."""
         self.stop_requested.set()
         self.turns = []
         self.media = None
+        self.conversation = self.chat.new_conversation()
+        self._remove_files()
+
+    def _remove_files(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+        for path in self._received:
+            path.unlink(missing_ok=True)
+            try:
+                path.parent.rmdir()  # the server's per-upload folder, when nothing else is in it
+            except OSError:
+                pass
+        self._received.clear()
 
 
 def close_session(session: Session | None) -> None:
     """`gr.State` delete callback."""
     if session is not None:
         session.close()
+
+
+class Sessions:
+    """The live sessions of one app: each is made here, and all of them are ended when the server stops."""
+
+    def __init__(self, chat: SegChat, root: Path | None = None):
+        self.chat = chat
+        self.root = root
+        self._live: dict[int, Session] = {}
+        self._lock = threading.Lock()
+
+    def open(self) -> Session:
+        session = Session(self.chat, self.root)
+        with self._lock:
+            self._live[id(session)] = session
+        return session
+
+    def close(self, session: Session | None) -> None:
+        """`gr.State` delete callback: the session ends (closed tab, time-out)."""
+        if session is None:
+            return
+        with self._lock:
+            self._live.pop(id(session), None)
+        session.close()
+
+    def close_all(self) -> None:
+        with self._lock:
+            live, self._live = list(self._live.values()), {}
+        for session in live:
+            session.close()
+
+    def __len__(self) -> int:
+        return len(self._live)
