@@ -81,13 +81,17 @@ class Turn:
 class Session:
     """All state of one browser tab (or one API client)."""
 
-    def __init__(self, chat: SegChat, root: Path | None = None):
+    def __init__(self, chat: SegChat, root: Path | None = None, served: Path | None = None):
+        """`root`: where the session's folder goes (default: the system temp folder); `served`: the folder where
+        the web server keeps the copies of files it serves (`<served>/<hash>/<file name>`), removed with them."""
         self.chat = chat
+        self.served = served
         self.conversation: Conversation = chat.new_conversation()
         self.media: Media | None = None
         self.turns: list[Turn] = []
         self.notice: str | None = None  # why the last message was refused (the message itself is not kept)
-        self.workdir = Path(root or tempfile.gettempdir()) / f"segchat-{uuid.uuid4().hex}"  # made on first use
+        self.id = uuid.uuid4().hex[:16]
+        self.workdir = Path(root or tempfile.gettempdir()) / f"segchat-{self.id}"  # made on first use
         self.stop_requested = threading.Event()
         self._files = 0
         self._received: set[Path] = set()  # uploads as the server received them, removed when the session ends
@@ -114,8 +118,7 @@ class Session:
         identical uploads of other sessions, so each session removes only its own link, and the received file
         when it ends."""
         self._received.add(path)
-        own = self.new_file("upload") / path.name
-        own.parent.mkdir()
+        own = self.new_file(path.name)
         try:
             os.link(path, own)
         except OSError:
@@ -140,10 +143,11 @@ class Session:
         return None
 
     def new_file(self, name: str) -> Path:
-        """A fresh path in this session's folder (names never repeat, so browsers never show stale files)."""
+        """A fresh path in this session's folder (names never repeat, so browsers never show stale files; they
+        start with the session's id, so the server's copies of them are found when the session ends)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._files += 1
-        return self.workdir / f"segchat_{self._files:03d}_{name}"
+        return self.workdir / f"{self.id}_{self._files:03d}_{name}"
 
     def clear(self) -> None:
         self.conversation = self.chat.new_conversation()
@@ -163,10 +167,11 @@ class Session:
 
     def _remove_files(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
-        for path in self._received:
+        served = list(self.served.glob(f"*/{self.id}_*")) if self.served else []
+        for path in [*self._received, *served]:
             path.unlink(missing_ok=True)
             try:
-                path.parent.rmdir()  # the server's per-upload folder, when nothing else is in it
+                path.parent.rmdir()  # the server's per-file folder, when nothing else is in it
             except OSError:
                 pass
         self._received.clear()
@@ -181,14 +186,15 @@ def close_session(session: Session | None) -> None:
 class Sessions:
     """The live sessions of one app: each is made here, and all of them are ended when the server stops."""
 
-    def __init__(self, chat: SegChat, root: Path | None = None):
+    def __init__(self, chat: SegChat, root: Path | None = None, served: Path | None = None):
         self.chat = chat
         self.root = root
+        self.served = served
         self._live: dict[int, Session] = {}
         self._lock = threading.Lock()
 
     def open(self) -> Session:
-        session = Session(self.chat, self.root)
+        session = Session(self.chat, self.root, self.served)
         with self._lock:
             self._live[id(session)] = session
         return session

@@ -2,7 +2,7 @@
 
 Public API endpoints (for `gradio_client`): `/ask`, `/refine`, `/download`. Every other event is private.
 Per-user data lives only in the `gr.State` holding a `Session`; the model is shared read-only. Sessions keep their
-files under Gradio's own cache folder (so Gradio serves them without copying them) and remove them when they end;
+files under Gradio's cache folder and remove them, Gradio's served copies and their uploads when they end;
 `launch` ends every live session when the server stops.
 """
 
@@ -64,7 +64,8 @@ def _progress_callback(progress: gr.Progress) -> handlers.Progress:
 
 def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str = "SegChat") -> gr.Blocks:
     """The whole app for one loaded model; call `launch(demo, ...)` to serve it."""
-    sessions = Sessions(chat, Path(get_upload_folder()) / "segchat")
+    served = Path(get_upload_folder())  # Gradio's cache: uploads, and copies of the files it serves
+    sessions = Sessions(chat, served / "segchat", served)
 
     def session_of(state: Session | None) -> Session:
         return state if state is not None else sessions.open()
