@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from dataclasses import replace
 import re
@@ -86,6 +87,9 @@ def load_chat(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    # Requests a person got wrong are logged by `chat` as one INFO line each; faults as errors with a traceback.
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("chat").setLevel(logging.INFO)
     chat = load_chat(args)
     from chat.settings import AppSettings, WorkBudget
     from chat.ui import build_demo, launch

@@ -2,8 +2,8 @@
 
     python -m bench.soak [--clients 20] [--turns 10] [--deadline-s 900] [--ttl-s 20]
 
-The server runs in a child process (its memory and open files are measured from /proc), with Gradio's cache in a
-folder of its own. Each client is one session doing `--turns` requests: an upload, follow-ups, click refinements,
+The server runs in a child process (its memory and open files are measured from /proc), with Gradio's cache and
+the system temp folder (where session folders go) in folders of its own. Each client is one session doing `--turns` requests: an upload, follow-ups, click refinements,
 downloads, and in turn (client index) order some intended bad inputs (a fake image, an over-long message, a click
 outside the image) and a disconnect mid-answer. After the clients finish, the sessions end by time-out (`--ttl-s`),
 then the server is stopped. Prints requests served, errors (intended / unintended), p50/p95 latency, server RSS and
@@ -13,6 +13,7 @@ open files before / during / after, and the disk used under the temp folder befo
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import subprocess
@@ -35,6 +36,8 @@ def serve(checkpoint: str, port: int, ttl_s: int) -> None:
     from model.inference import SegChat
     from tests.helpers import ANSWER, ScriptedAnswer, script
 
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("chat").setLevel(logging.INFO)
     chat = SegChat.from_pretrained(checkpoint)
     chat.generate_options = {"logits_processor": [ScriptedAnswer(script(chat, ANSWER))]}
     settings = AppSettings(max_file_bytes=4 * MIB, session_ttl_s=ttl_s, queue_size=64)
@@ -130,6 +133,7 @@ def client_run(url: str, index: int, turns: int, media: Path, tally: Tally, dead
 
 
 def measure(pid: int, temp: Path) -> dict:
+    """The server's memory and open files, and the disk used under `temp` (Gradio's cache and the temp folder)."""
     return {"rss_mib": rss_mib(pid), "open_files": open_files(pid), "disk_kib": disk_kib(temp)}
 
 
@@ -148,14 +152,17 @@ def main(argv: list[str] | None = None) -> None:
     from model.tiny import build_tiny
 
     work = Path(tempfile.mkdtemp(prefix="segchat-soak-"))
-    temp = work / "gradio"
-    temp.mkdir()
+    temp = work / "temp"
+    (temp / "gradio").mkdir(parents=True)
+    (temp / "system").mkdir()
     checkpoint = build_tiny(work / "tiny", "qwen3_vl")
     port = free_port()
-    env = {**os.environ, "GRADIO_TEMP_DIR": str(temp), "OMP_NUM_THREADS": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "bench.soak", "--serve", str(checkpoint), str(port),
-                               str(args.ttl_s)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(temp / "gradio"), "TMPDIR": str(temp / "system"),
+           "OMP_NUM_THREADS": "1"}
+    log_file = work / "server.log"
+    with log_file.open("w") as log_out:
+        server = subprocess.Popen([sys.executable, "-m", "bench.soak", "--serve", str(checkpoint), str(port),
+                                   str(args.ttl_s)], env=env, stdout=log_out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
         for _ in range(600):
@@ -183,9 +190,11 @@ def main(argv: list[str] | None = None) -> None:
         after = measure(server.pid, temp)
     finally:
         server.terminate()
-        _, log = server.communicate(timeout=60)
+        server.wait(timeout=60)
     stopped_disk = disk_kib(temp)
+    log = log_file.read_text()
     tracebacks = log.count("Traceback")
+    refusals = log.count(" refused: ")
 
     lat = sorted(tally.latencies)
     p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else float("nan")
@@ -199,10 +208,10 @@ def main(argv: list[str] | None = None) -> None:
           f"after {after['rss_mib']:.0f}")
     print(f"server open files: before {before['open_files']}, during max "
           f"{max(m['open_files'] for m in during) if during else 0}, after {after['open_files']}")
-    print(f"disk under the Gradio temp folder KiB: before {before['disk_kib']:.0f}, during max "
+    print(f"disk under the temp folders KiB: before {before['disk_kib']:.0f}, during max "
           f"{max(m['disk_kib'] for m in during) if during else 0:.0f}, after sessions ended "
           f"{after['disk_kib']:.0f}, after shutdown {stopped_disk:.0f}")
-    print(f"server log: {tracebacks} tracebacks")
+    print(f"server log: {refusals} one-line refusals, {tracebacks} tracebacks ({log_file})")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """The Gradio app: layout and thin callbacks over `chat.handlers`.
 
 Public API endpoints (for `gradio_client`): `/ask`, `/refine`, `/download`. Every other event is private.
-Per-user data lives only in the `gr.State` holding a `Session`; the model is shared read-only. Sessions keep their
-files under Gradio's cache folder and remove them, Gradio's served copies and their uploads when they end;
-`launch` ends every live session when the server stops.
+Per-user data lives only in the `gr.State` holding a `Session`; the model is shared read-only. Sessions remove
+their files, Gradio's served copies of them and their uploads when they end; `launch` ends every live session when
+the server stops.
 """
 
 from __future__ import annotations
@@ -64,8 +64,9 @@ def _progress_callback(progress: gr.Progress) -> handlers.Progress:
 
 def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str = "SegChat") -> gr.Blocks:
     """The whole app for one loaded model; call `launch(demo, ...)` to serve it."""
-    served = Path(get_upload_folder())  # Gradio's cache: uploads, and copies of the files it serves
-    sessions = Sessions(chat, served / "segchat", served)
+    # Session folders stay outside Gradio's cache (whose files Gradio deletes by age): it serves copies of them,
+    # found and removed by the session when it ends, with the uploads.
+    sessions = Sessions(chat, served=Path(get_upload_folder()))
 
     def session_of(state: Session | None) -> Session:
         return state if state is not None else sessions.open()

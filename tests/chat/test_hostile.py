@@ -323,22 +323,18 @@ def test_refusals_are_logged_as_one_line_without_content(session, caplog):
     assert all(r.exc_info is None for r in lines)
 
 
-def test_the_server_removes_every_session_file_and_upload_when_it_stops(tiny_chats, tmp_path):
-    previous = os.environ.get("GRADIO_TEMP_DIR")
-    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path / "gradio")
-    try:
-        with serving(tiny_chats["qwen3_vl"]) as address:
-            clients = [Client(address, verbose=False) for _ in range(3)]
-            for i, client in enumerate(clients):
-                ask(client, "segment", write_image(tmp_path / f"photo{i}.png", seed=i))
-                client.predict(0, 5, 5, "include", api_name="/refine")
-                client.predict(api_name="/download")
-            left = [p for p in (tmp_path / "gradio").rglob("*") if p.is_file()]
-            assert any(p.name.endswith("photo0.png") for p in left) and any(p.suffix == ".zip" for p in left)
-        left = [p for p in (tmp_path / "gradio").rglob("*") if p.is_file()]
-        assert left == []
-    finally:
-        if previous is None:
-            os.environ.pop("GRADIO_TEMP_DIR", None)
-        else:
-            os.environ["GRADIO_TEMP_DIR"] = previous
+def test_the_server_removes_every_session_file_and_upload_when_it_stops(tiny_chats, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "sessions"))  # where session folders go
+    (tmp_path / "sessions").mkdir()
+    with serving(tiny_chats["qwen3_vl"]) as address:
+        clients = [Client(address, verbose=False) for _ in range(3)]
+        for i, client in enumerate(clients):
+            ask(client, "segment", write_image(tmp_path / f"photo{i}.png", seed=i))
+            client.predict(0, 5, 5, "include", api_name="/refine")
+            client.predict(api_name="/download")
+        served = [p for p in (tmp_path / "gradio").rglob("*") if p.is_file()]
+        assert any(p.name.endswith("photo0.png") for p in served) and any(p.suffix == ".zip" for p in served)
+        assert len(list((tmp_path / "sessions").glob("segchat-*"))) == 3
+    assert [p for p in tmp_path.joinpath("gradio").rglob("*") if p.is_file()] == []
+    assert list((tmp_path / "sessions").iterdir()) == []
