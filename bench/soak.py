@@ -3,7 +3,7 @@
     python -m bench.soak [--clients 20] [--turns 10] [--deadline-s 900] [--ttl-s 20]
 
 The server runs in a child process (its memory and open files are measured from /proc), with Gradio's cache and
-the system temp folder (where session folders go) in folders of its own. Each client is one session doing `--turns` requests: an upload, follow-ups, click refinements,
+the system temp folder (where session folders go) in folders of its own. Each client is one session: it connects (a request), then does `--turns` requests: an upload, follow-ups, click refinements,
 downloads, and in turn (client index) order some intended bad inputs (a fake image, an over-long message, a click
 outside the image) and a disconnect mid-answer. After the clients finish, the sessions end by time-out (`--ttl-s`),
 then the server is stopped. Prints requests served, errors (intended / unintended), p50/p95 latency, server RSS and
@@ -82,8 +82,23 @@ def _is_warning(chat: list[dict]) -> bool:
     return last.startswith("⚠️")
 
 
+def connect(url: str, tally: Tally, index: int) -> Client | None:
+    """A new session (the config download is a request too, timed and counted)."""
+    start = time.perf_counter()
+    try:
+        client = Client(url, verbose=False, httpx_kwargs={"timeout": 120})
+    except Exception as err:
+        tally.record(time.perf_counter() - start, "unintended", f"client {index} connect: {type(err).__name__}: {err}")
+        return None
+    tally.record(time.perf_counter() - start, "ok")
+    return client
+
+
 def client_run(url: str, index: int, turns: int, media: Path, tally: Tally, deadline: float) -> None:
-    client = Client(url, verbose=False)
+    time.sleep(0.5 * index)  # people arrive over ten seconds, not in the same millisecond
+    client = connect(url, tally, index)
+    if client is None:
+        return
     image = write_image(media / f"photo{index}.png", 96, 64, seed=index)
     fake = media / f"fake{index}.png"
     fake.write_text("not a picture")
@@ -202,7 +217,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"errors: {tally.intended} intended (bad inputs, disconnects), {len(tally.unintended)} unintended")
     for line in tally.unintended[:10]:
         print("   ", line)
-    print(f"latency: p50 {statistics.median(lat):.2f} s, p95 {p95:.2f} s, max {lat[-1]:.2f} s")
+    if lat:
+        print(f"latency: p50 {statistics.median(lat):.2f} s, p95 {p95:.2f} s, max {lat[-1]:.2f} s")
     peak = max(during, key=lambda m: m["rss_mib"]) if during else before
     print(f"server RSS MiB: before {before['rss_mib']:.0f}, during max {peak['rss_mib']:.0f}, "
           f"after {after['rss_mib']:.0f}")

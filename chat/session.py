@@ -184,27 +184,36 @@ def close_session(session: Session | None) -> None:
 
 
 class Sessions:
-    """The live sessions of one app: each is made here, and all of them are ended when the server stops."""
+    """The live sessions of one app, by the web session (browser tab or API client) they belong to: each is made
+    here, ended when its client disconnects or its time-to-live passes, and all are ended when the server stops."""
 
     def __init__(self, chat: SegChat, root: Path | None = None, served: Path | None = None):
         self.chat = chat
         self.root = root
         self.served = served
-        self._live: dict[int, Session] = {}
+        self._live: dict[str, Session] = {}
         self._lock = threading.Lock()
 
-    def open(self) -> Session:
-        session = Session(self.chat, self.root, self.served)
+    def of(self, client: str, session: Session | None) -> Session:
+        """`client`'s session: `session` (the one its state holds, live again if it had ended) or a new one."""
+        session = session or Session(self.chat, self.root, self.served)
         with self._lock:
-            self._live[id(session)] = session
+            self._live[client] = session
         return session
 
+    def end(self, client: str) -> None:
+        """`client` disconnected (tab closed, API client closed): its session ends now."""
+        with self._lock:
+            session = self._live.pop(client, None)
+        if session is not None:
+            session.close()
+
     def close(self, session: Session | None) -> None:
-        """`gr.State` delete callback: the session ends (closed tab, time-out)."""
+        """`gr.State` delete callback: the session ends (time-to-live passed)."""
         if session is None:
             return
         with self._lock:
-            self._live.pop(id(session), None)
+            self._live = {client: live for client, live in self._live.items() if live is not session}
         session.close()
 
     def close_all(self) -> None:

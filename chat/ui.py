@@ -8,6 +8,7 @@ the server stops.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -68,8 +69,8 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
     # found and removed by the session when it ends, with the uploads.
     sessions = Sessions(chat, served=Path(get_upload_folder()))
 
-    def session_of(state: Session | None) -> Session:
-        return state if state is not None else sessions.open()
+    def session_of(state: Session | None, request: gr.Request) -> Session:
+        return sessions.of(request.session_hash, state)
 
     def existing(state: Session | None) -> Session:
         """The caller's session for events about a result (none is made for a client that never asked)."""
@@ -96,20 +97,20 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
 
     @gpu()
     def ask(message: dict | None, state: Session | None, propagation: str, llm_frames: float, sampling: str,
-            progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Iterator[tuple]:
+            request: gr.Request, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Iterator[tuple]:
         options = video_options(propagation, llm_frames, sampling)
         try:
             text, files = inputs.message_parts(message)
         except SegChatError as err:
             raise refused(err, "ask") from None
-        session = session_of(state)
+        session = session_of(state, request)
         yield from run_turn(session, handlers.ask(session, text, files, settings, options,
                                                   _progress_callback(progress)))
 
     @gpu()
-    def retry(state: Session | None, propagation: str, llm_frames: float, sampling: str,
+    def retry(state: Session | None, propagation: str, llm_frames: float, sampling: str, request: gr.Request,
               progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Iterator[tuple]:
-        session = session_of(state)
+        session = session_of(state, request)
         options = video_options(propagation, llm_frames, sampling)
         yield from run_turn(session, handlers.retry(session, settings, options, _progress_callback(progress)))
 
@@ -118,8 +119,8 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
             handlers.stop(state)
 
     def rewind(action: Callable[[Session], list]) -> Callable:
-        def callback(state: Session | None) -> tuple:
-            session = session_of(state)
+        def callback(state: Session | None, request: gr.Request) -> tuple:
+            session = session_of(state, request)
             return (action(session), *canvas_outputs(session), session)
         return callback
 
@@ -220,6 +221,11 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
         reset_btn.click(reset, [state, target_index], [canvas, files], api_visibility="private", **model_work)
         shown.input(toggle, [state, shown], [canvas], api_visibility="private")
         download_btn.click(download, [state], [files], api_name="download")
+
+        def disconnected(request: gr.Request) -> None:
+            sessions.end(request.session_hash)
+
+        demo.unload(disconnected)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
     demo.segchat_sessions = sessions  # read by `launch`, which ends them when the server stops
     return demo
@@ -236,9 +242,16 @@ def _ending(sessions: Sessions) -> Callable:
     return lifespan
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
            settings: AppSettings = AppSettings(), block: bool = True) -> None:
-    """Serve the app with the safety settings this project relies on."""
+    """Serve the app with the safety settings this project relies on. When blocking, SIGTERM stops the server as
+    Ctrl-C does (so the sessions end and remove their files)."""
+    if block:
+        signal.signal(signal.SIGTERM, _interrupt)
     demo.launch(server_name=host, server_port=port, share=share, max_file_size=settings.max_file_bytes,
                 strict_cors=True, ssr_mode=False, show_error=False, prevent_thread_lock=not block,
                 footer_links=["api"], css=CSS, app_kwargs={"lifespan": _ending(demo.segchat_sessions)})

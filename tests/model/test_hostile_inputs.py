@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
 from tokenizers import AddedToken, normalizers
 
 from model.errors import CheckpointError, InputError, MediaError
