@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+from dataclasses import replace
 import re
 import sys
 
@@ -41,6 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
     parser.add_argument("--max-file-size", type=parse_size, default=parse_size("100MB"),
                         help="largest upload accepted (default 100MB)")
+    parser.add_argument("--turn-video-frames", type=int, default=None,
+                        help="most video frames segmented per turn (default: 16 on CPU, 600 on GPU)")
+    parser.add_argument("--turn-video-side", type=int, default=None,
+                        help="video frames are downscaled to this many pixels on the long side (default: 640 on "
+                             "CPU, 1280 on GPU)")
     return parser.parse_args(argv)
 
 
@@ -85,11 +92,18 @@ def load_chat(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    # Requests a person got wrong are logged by `chat` as one INFO line each; faults as errors with a traceback.
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("chat").setLevel(logging.INFO)
     chat = load_chat(args)
-    from chat.settings import AppSettings
+    from chat.settings import AppSettings, WorkBudget
     from chat.ui import build_demo, launch
 
-    settings = AppSettings(max_file_bytes=args.max_file_size)
+    settings = AppSettings.for_device(chat.device.type, max_file_bytes=args.max_file_size)
+    if args.turn_video_frames or args.turn_video_side:
+        budget = settings.budget
+        settings = replace(settings, budget=WorkBudget(args.turn_video_frames or budget.frames,
+                                                       args.turn_video_side or budget.side))
     launch(build_demo(chat, settings), host=args.host, port=args.port, share=args.share, settings=settings)
 
 

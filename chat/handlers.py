@@ -1,7 +1,8 @@
 """What the chat does, as plain functions over a `Session`; the Gradio callbacks in `chat/ui.py` only adapt them.
 
 Every problem a person can cause (bad file, too long a text, a click before any answer) ends as a message in the
-chat or an `InputError`/`MediaError`; the session stays usable.
+chat or an `InputError`/`MediaError`; the session stays usable. A message refused for its text is not kept: only
+the reason is shown. Refusals are logged as one line without the person's content; faults keep their traceback.
 """
 
 from __future__ import annotations
@@ -14,16 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
+from chat import inputs
 from chat.refine import interior_point, refine_mask
 from chat.render import colored_answer_html, legend_html
 from chat.session import Media, Result, Session, Turn
 from chat.settings import AppSettings
 from chat.views import write_canvas, write_result_files
-from model.errors import CheckpointError, InputError, MediaError
+from model.errors import InputError, SegChatError
 from model.media.export import Progress
 from model.media.image import check_media_file, load_image
 from model.media.kind import media_kind
 from model.media.render import palette
+from model.media.video_file import VideoFile
 from model.inference import Reply
 from model.media.masks import mask_box
 from model.segmenters.base import found_summary
@@ -85,24 +88,24 @@ def messages(session: Session) -> list[Message]:
             out.append({"role": "assistant", "content": f"ℹ️ {html.escape(note)}"})
         if turn.error is not None:
             out.append({"role": "assistant", "content": f"⚠️ {html.escape(turn.error)}"})
+    if session.notice is not None:
+        out.append({"role": "assistant", "content": f"⚠️ {html.escape(session.notice)}"})
     return out
 
 
-def _first_upload(files: Sequence[str | Path] | None) -> Path | None:
-    if not files:
-        return None
-    if len(files) > 1:
-        raise MediaError("Please send one image or video at a time.")
-    return Path(files[0])
+def log_refusal(action: str, err: SegChatError) -> None:
+    """One line per refused request: the action and the kind of problem, never the person's content."""
+    log.info("%s refused: %s", action, type(err).__name__)
 
 
-def _open_media(path: Path, settings: AppSettings, video: VideoOptions) -> dict:
-    """Validate an upload (a video is probed here, once) and return the `ask_stream` arguments that send it."""
-    check_media_file(path, settings.max_file_bytes, "uploaded")
+def _open_media(path: Path, settings: AppSettings, video: VideoOptions) -> tuple[dict, list[str]]:
+    """Validate an upload (a video is probed here, once, and fitted to the turn's work budget); returns the
+    `ask_stream` arguments that send it and the notices to show."""
     if media_kind(path) == "video":
-        options = replace(video, max_frames=settings.video_max_frames)
-        return {"video": VideoClip(path, options, settings.video)}
-    return {"image": load_image(path, settings.image)}
+        file = VideoFile(path, settings.video)
+        options, notices = settings.budget.fit(file.info, replace(video, max_frames=settings.video_max_frames))
+        return {"video": VideoClip(file, options)}, notices
+    return {"image": load_image(path, settings.image)}, []
 
 
 def _media(name: str, media_args: dict, session: Session) -> Media:
@@ -128,14 +131,23 @@ def ask(session: Session, text: str, files: Sequence[str | Path] | None = None,
     A new upload replaces the media under discussion; without one the question is about the current media.
     `video` applies to a new video upload; on a follow-up about a video only its `propagation` is used.
     """
-    turn: Turn | None = None
-    try:
-        upload = _first_upload(files)
-        turn = session.begin(text or "", upload)
+    upload = None
+    try:  # the message is checked before anything of it is stored
+        upload = inputs.upload(files)
+        text = session.chat.processor.check_text(inputs.message_text(text))
+    except SegChatError as err:
+        log_refusal("ask", err)
+        session.refuse(str(err), [upload] if upload is not None else [])
         yield messages(session)
-        media_args = {}
+        return
+    turn = session.begin(text, None)
+    try:
+        yield messages(session)
+        media_args, notices = {}, []
         if upload is not None:
-            media_args = _open_media(upload, settings, video)
+            check_media_file(upload, settings.max_file_bytes, "uploaded")
+            turn.upload = upload = session.take_upload(upload)
+            media_args, notices = _open_media(upload, settings, video)
         elif session.media is not None and session.media.kind == "video":
             media_args["propagation"] = video.propagation  # the only option a follow-up may change
         reply = yield from _stream_answer(session, turn, text, media_args)
@@ -143,18 +155,15 @@ def ask(session: Session, text: str, files: Sequence[str | Path] | None = None,
             if upload is not None:
                 session.media = _media(upload.name, media_args, session)
             media = session.media
-            turn.warnings = list(reply.warnings)
+            turn.warnings = notices + list(reply.warnings)
             turn.result = _result(media, reply) if media is not None else None
             if turn.result is not None:
                 write_result_files(session, turn.result, progress)
-    except (MediaError, InputError) as err:
-        if turn is None:
-            turn = session.begin(text or "", None)
+    except SegChatError as err:
+        log_refusal("ask", err)
         turn.error = str(err)
     except Exception:
         log.exception("ask failed")
-        if turn is None:
-            turn = session.begin(text or "", None)
         turn.error = "Something went wrong while answering. Please try again or rephrase the question."
     yield messages(session)
 
@@ -200,7 +209,7 @@ def find(session: Session, text: str, threshold: float | None = None, progress: 
         turn.warnings = list(reply.warnings)
         turn.result = _result(session.media, reply)
         write_result_files(session, turn.result, progress)
-    except (MediaError, InputError, CheckpointError) as err:
+    except SegChatError as err:
         turn = turn or session.begin(f"Find all: {text or ''}", None)
         turn.error = str(err)
     except Exception:
@@ -251,7 +260,7 @@ def canvas(session: Session) -> CanvasView:
 
 def set_visible(session: Session, indices: Sequence[int]) -> CanvasView:
     result = _require_result(session)
-    wanted = {int(i) for i in indices}
+    wanted = set(inputs.object_indices(indices, len(result.masks)))
     result.visible = [i in wanted for i in range(len(result.masks))]
     return canvas(session)
 
@@ -263,21 +272,13 @@ def _require_result(session: Session) -> Result:
     return result
 
 
-def _object_index(result: Result, index: int | float | None) -> int:
-    if index is None:
-        return 0
-    i = int(index)
-    if not 0 <= i < len(result.masks):
-        raise InputError(f"There is no object {i + 1}; the last answer has {len(result.masks)}.")
-    return i
-
-
 def refine(session: Session, index: int | float | None, x: float, y: float, include: bool = True) -> Result:
     """Add a click on the last result's image and re-decode object `index` from all its clicks so far."""
     result = _require_result(session)
     if result.media.kind != "image" or result.media is not session.media:
         raise InputError("Clicks refine the masks of the current image; video masks cannot be refined here.")
-    i = _object_index(result, index)
+    i = inputs.object_index(index, len(result.masks))
+    x, y = inputs.finite_number(x, "x coordinate"), inputs.finite_number(y, "y coordinate")
     height, width = result.media.frame.shape[:2]
     if not (0 <= x < width and 0 <= y < height):
         raise InputError(f"The click ({x:.0f}, {y:.0f}) is outside the {width}×{height} image.")
@@ -297,7 +298,7 @@ def refine(session: Session, index: int | float | None, x: float, y: float, incl
 def reset_refinement(session: Session, index: int | float | None) -> Result:
     """Forget the clicks on object `index` and restore the model's mask."""
     result = _require_result(session)
-    i = _object_index(result, index)
+    i = inputs.object_index(index, len(result.masks))
     result.clicks.pop(i, None)
     result.masks[i] = result.model_masks[i]
     write_result_files(session, result)

@@ -1,14 +1,19 @@
 """Per-user chat state: the model conversation, the media being discussed, the turns shown and their results.
 
-One `Session` lives in one `gr.State`; nothing here is shared between users except the read-only model.
+One `Session` lives in one `gr.State`; nothing here is shared between users except the read-only model. A session
+owns its files: its folder (created on first use: overlays, canvases, downloads, its own link to each upload) and
+the uploads it was sent, all removed when it ends. `Sessions` keeps the live ones so that a server shutting down
+ends them all.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import tempfile
 import threading
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,14 +86,20 @@ class Turn:
 class Session:
     """All state of one browser tab (or one API client)."""
 
-    def __init__(self, chat: SegChat, root: Path | None = None):
+    def __init__(self, chat: SegChat, root: Path | None = None, served: Path | None = None):
+        """`root`: where the session's folder goes (default: the system temp folder); `served`: the folder where
+        the web server keeps the copies of files it serves (`<served>/<hash>/<file name>`), removed with them."""
         self.chat = chat
+        self.served = served
         self.conversation: Conversation = chat.new_conversation()
         self.media: Media | None = None
         self.turns: list[Turn] = []
-        self.workdir = Path(tempfile.mkdtemp(prefix="segchat-", dir=root))
+        self.notice: str | None = None  # why the last message was refused (the message itself is not kept)
+        self.id = uuid.uuid4().hex[:16]
+        self.workdir = Path(root or tempfile.gettempdir()) / f"segchat-{self.id}"  # made on first use
         self.stop_requested = threading.Event()
         self._files = 0
+        self._received: set[Path] = set()  # uploads as the server received them, removed when the session ends
 
     def snapshot(self) -> Conversation:
         """A cheap copy of the conversation: `ask` replaces its attributes rather than mutating them."""
@@ -97,8 +108,27 @@ class Session:
     def begin(self, text: str, upload: Path | None) -> Turn:
         turn = Turn(text, upload, conversation_before=self.snapshot(), media_before=self.media)
         self.turns.append(turn)
+        self.notice = None
         self.stop_requested.clear()
         return turn
+
+    def refuse(self, reason: str, files: list[Path] = ()) -> None:
+        """A message refused before it became a turn: only the reason is kept (shown once), and its files are
+        removed with the session's."""
+        self.notice = reason
+        self._received.update(files)
+
+    def take_upload(self, path: Path) -> Path:
+        """The session's own copy of an upload (a hard link where possible): the server's file may be shared by
+        identical uploads of other sessions, so each session removes only its own link, and the received file
+        when it ends."""
+        self._received.add(path)
+        own = self.new_file(path.name)
+        try:
+            os.link(path, own)
+        except OSError:
+            shutil.copyfile(path, own)
+        return own
 
     def pop_turn(self) -> Turn | None:
         """Remove the last turn and return the model conversation and media to what they were before it."""
@@ -118,26 +148,84 @@ class Session:
         return None
 
     def new_file(self, name: str) -> Path:
-        """A fresh path in this session's folder (names never repeat, so browsers never show stale files)."""
+        """A fresh path in this session's folder (names never repeat, so browsers never show stale files; they
+        start with the session's id, so the server's copies of them are found when the session ends)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self._files += 1
-        return self.workdir / f"segchat_{self._files:03d}_{name}"
+        return self.workdir / f"{self.id}_{self._files:03d}_{name}"
 
     def clear(self) -> None:
         self.conversation = self.chat.new_conversation()
         self.media = None
         self.turns = []
-        shutil.rmtree(self.workdir, ignore_errors=True)
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.notice = None
+        self._remove_files()
 
     def close(self) -> None:
-        """Free everything (called when Gradio drops the state: tab closed or time-to-live reached)."""
+        """Free everything and remove the session's files (the tab closed, its time-to-live passed, or the server
+        is shutting down)."""
         self.stop_requested.set()
         self.turns = []
         self.media = None
+        self.conversation = self.chat.new_conversation()
+        self._remove_files()
+
+    def _remove_files(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+        served = list(self.served.glob(f"*/{self.id}_*")) if self.served else []
+        for path in [*self._received, *served]:
+            path.unlink(missing_ok=True)
+            try:
+                path.parent.rmdir()  # the server's per-file folder, when nothing else is in it
+            except OSError:
+                pass
+        self._received.clear()
 
 
 def close_session(session: Session | None) -> None:
     """`gr.State` delete callback."""
     if session is not None:
         session.close()
+
+
+class Sessions:
+    """The live sessions of one app, by the web session (browser tab or API client) they belong to: each is made
+    here, ended when its client disconnects or its time-to-live passes, and all are ended when the server stops."""
+
+    def __init__(self, chat: SegChat, root: Path | None = None, served: Path | None = None):
+        self.chat = chat
+        self.root = root
+        self.served = served
+        self._live: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def of(self, client: str, session: Session | None) -> Session:
+        """`client`'s session: `session` (the one its state holds, live again if it had ended) or a new one."""
+        session = session or Session(self.chat, self.root, self.served)
+        with self._lock:
+            self._live[client] = session
+        return session
+
+    def end(self, client: str) -> None:
+        """`client` disconnected (tab closed, API client closed): its session ends now."""
+        with self._lock:
+            session = self._live.pop(client, None)
+        if session is not None:
+            session.close()
+
+    def close(self, session: Session | None) -> None:
+        """`gr.State` delete callback: the session ends (time-to-live passed)."""
+        if session is None:
+            return
+        with self._lock:
+            self._live = {client: live for client, live in self._live.items() if live is not session}
+        session.close()
+
+    def close_all(self) -> None:
+        with self._lock:
+            live, self._live = list(self._live.values()), {}
+        for session in live:
+            session.close()
+
+    def __len__(self) -> int:
+        return len(self._live)

@@ -6,12 +6,47 @@ video takes minutes on a CPU. They are stated here only; the page text and the u
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field, replace
 
 from model.media.image import MediaLimits
-from model.media.video_file import VideoLimits
+from model.media.video_file import VideoInfo, VideoLimits
+from model.video.clip import VideoOptions
 
 MIB = 2**20
+
+
+@dataclass(frozen=True)
+class WorkBudget:
+    """The most video work one turn may do: `frames` frames segmented, each downscaled to at most `side` pixels on
+    its long side. A longer clip is sampled evenly (every k-th frame) and a bigger one downscaled, with a notice.
+
+    The CPU defaults keep a turn of the default model under a few minutes (SAM2 takes seconds per frame there)."""
+
+    frames: int
+    side: int
+
+    @classmethod
+    def for_device(cls, device: str) -> "WorkBudget":
+        return cls(frames=16, side=640) if device == "cpu" else cls(frames=600, side=1280)
+
+    def describe(self) -> str:
+        return f"{self.frames} frames at up to {self.side} px"
+
+    def fit(self, info: VideoInfo, options: VideoOptions) -> tuple[VideoOptions, list[str]]:
+        """`options` for a video of `info` within the budget, and the notices saying what changed."""
+        notices = []
+        side = min(self.side, options.max_side or self.side)
+        if max(info.width, info.height) > side:
+            notices.append(f"Frames are downscaled to {side} px on their long side (this server's limit per turn).")
+        frames = -(-info.frame_count // options.stride)
+        stride = options.stride
+        if frames > self.frames:
+            stride = options.stride * math.ceil(frames / self.frames)
+            kept = -(-info.frame_count // stride)
+            notices.append(f"The video has {frames} frames and this server segments at most {self.frames} per turn: "
+                           f"one frame in {stride} is segmented ({kept} frames).")
+        return replace(options, stride=stride, max_side=side), notices
 
 
 @dataclass(frozen=True)
@@ -25,6 +60,12 @@ class AppSettings:
     concurrency: int = 1  # model requests running at once
     session_ttl_s: int = 3600  # an idle session's state is freed after this long
     cache_ttl_s: int = 3600  # files served to browsers are deleted after this long
+    budget: WorkBudget = field(default_factory=lambda: WorkBudget.for_device("cpu"))  # video work per turn
+
+    @classmethod
+    def for_device(cls, device: str, **overrides) -> "AppSettings":
+        """Settings with the work budget of `device` ("cpu", "cuda"...); `overrides` set other fields."""
+        return cls(**{"budget": WorkBudget.for_device(device), **overrides})
 
     @property
     def image(self) -> MediaLimits:

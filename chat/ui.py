@@ -2,22 +2,28 @@
 
 Public API endpoints (for `gradio_client`): `/ask`, `/refine`, `/download`, and `/find` (SAM 3 concept search)
 when the model has concept search. Every other event is private.
-Per-user data lives only in the `gr.State` holding a `Session`; the model is shared read-only.
+Per-user data lives only in the `gr.State` holding a `Session`; the model is shared read-only. Sessions remove
+their files, Gradio's served copies of them and their uploads when they end; `launch` ends every live session when
+the server stops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import signal
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 
-from chat import handlers
+from chat import handlers, inputs
 from chat.gpu import gpu
-from chat.session import Session, close_session
+from chat.session import Session, Sessions
 from chat.settings import MIB, AppSettings
-from model.errors import InputError, MediaError
+from model.errors import InputError, SegChatError
 from model.inference import SegChat
-from model.video.clip import VideoOptions
+from model.video.clip import FRAME_SAMPLINGS, PROPAGATION_MODES, VideoOptions
 
 MODEL_WORK = "model"  # concurrency group of every event that runs the model
 
@@ -27,19 +33,31 @@ CSS = """
 """
 
 
+MAX_LLM_FRAMES = 16
+
+
 def limits_text(settings: AppSettings) -> str:
     image, video = settings.image, settings.video
     return (f"Images up to {image.max_file_bytes / MIB:.0f} MiB and {image.max_pixels / 1e6:.0f} megapixels; "
             f"videos up to {video.max_file_bytes / MIB:.0f} MiB and {video.max_duration_s:.0f} s. "
-            "One file per message; follow-up questions are about the last file sent.")
+            f"Each turn segments at most {settings.budget.describe()} of a video: longer videos are sampled "
+            "evenly. One file per message; follow-up questions are about the last file sent.")
+
+
+def refused(err: SegChatError, action: str) -> gr.Error:
+    """A problem a person caused, as an error toast (and an error for API clients), logged as one line."""
+    handlers.log_refusal(action, err)
+    return gr.Error(str(err), print_exception=False)
 
 
 def video_options(propagation: str, llm_frames: float, sampling: str) -> VideoOptions:
     """The model's video options from the app's controls; values a client invented become an error toast."""
     try:
-        return VideoOptions(propagation=propagation, llm_frames=int(llm_frames), frame_sampling=sampling)
-    except InputError as err:
-        raise gr.Error(str(err)) from None
+        return VideoOptions(propagation=inputs.choice(propagation, PROPAGATION_MODES, "propagation"),
+                            llm_frames=inputs.whole_number(llm_frames, "number of LLM frames", 1, MAX_LLM_FRAMES),
+                            frame_sampling=inputs.choice(sampling, FRAME_SAMPLINGS, "frame sampling"))
+    except SegChatError as err:
+        raise refused(err, "video options") from None
 
 
 def _progress_callback(progress: gr.Progress) -> handlers.Progress:
@@ -48,11 +66,20 @@ def _progress_callback(progress: gr.Progress) -> handlers.Progress:
 
 def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str = "SegChat") -> gr.Blocks:
     """The whole app for one loaded model; call `launch(demo, ...)` to serve it."""
+    # Session folders stay outside Gradio's cache (whose files Gradio deletes by age): it serves copies of them,
+    # found and removed by the session when it ends, with the uploads.
+    sessions = Sessions(chat, served=Path(get_upload_folder()))
 
     concepts = chat.concepts is not None  # concept search (SAM 3) configured
 
-    def session_of(state: Session | None) -> Session:
-        return state if state is not None else Session(chat)
+    def session_of(state: Session | None, request: gr.Request) -> Session:
+        return sessions.of(request.session_hash, state)
+
+    def existing(state: Session | None) -> Session:
+        """The caller's session for events about a result (none is made for a client that never asked)."""
+        if state is None:
+            raise InputError("There is no segmentation yet: ask a question about an image first.")
+        return state
 
     def canvas_outputs(session: Session) -> tuple:
         view = handlers.canvas(session)
@@ -73,17 +100,20 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
 
     @gpu()
     def ask(message: dict | None, state: Session | None, propagation: str, llm_frames: float, sampling: str,
-            progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Iterator[tuple]:
-        session = session_of(state)
-        message = message or {}
+            request: gr.Request, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Iterator[tuple]:
         options = video_options(propagation, llm_frames, sampling)
-        yield from run_turn(session, handlers.ask(session, message.get("text", ""), message.get("files"),
-                                                  settings, options, _progress_callback(progress)))
+        try:
+            text, files = inputs.message_parts(message)
+        except SegChatError as err:
+            raise refused(err, "ask") from None
+        session = session_of(state, request)
+        yield from run_turn(session, handlers.ask(session, text, files, settings, options,
+                                                  _progress_callback(progress)))
 
     @gpu()
-    def retry(state: Session | None, propagation: str, llm_frames: float, sampling: str,
+    def retry(state: Session | None, propagation: str, llm_frames: float, sampling: str, request: gr.Request,
               progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Iterator[tuple]:
-        session = session_of(state)
+        session = session_of(state, request)
         options = video_options(propagation, llm_frames, sampling)
         yield from run_turn(session, handlers.retry(session, settings, options, _progress_callback(progress)))
 
@@ -92,8 +122,8 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
             handlers.stop(state)
 
     def rewind(action: Callable[[Session], list]) -> Callable:
-        def callback(state: Session | None) -> tuple:
-            session = session_of(state)
+        def callback(state: Session | None, request: gr.Request) -> tuple:
+            session = session_of(state, request)
             return (action(session), *canvas_outputs(session), session)
         return callback
 
@@ -105,49 +135,50 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
         def wrapped(*args):
             try:
                 return fn(*args)
-            except (InputError, MediaError) as err:
-                raise gr.Error(str(err)) from None
+            except SegChatError as err:
+                raise refused(err, fn.__name__) from None
         return wrapped
 
     @gpu(duration=30)
     @person_errors
     def refine(state: Session | None, index: float | None, x: float, y: float, kind: str) -> tuple:
-        session = session_of(state)
-        handlers.refine(session, index, x, y, include=kind != "exclude")
+        session = existing(state)
+        include = inputs.choice(kind, ("include", "exclude"), "click kind") == "include"
+        handlers.refine(session, index, x, y, include=include)
         return canvas_outputs(session)[0], [str(p) for p in handlers.downloads(session)], session
 
     @person_errors
     def reset(state: Session | None, index: float | None) -> tuple:
-        session = session_of(state)
+        session = existing(state)
         handlers.reset_refinement(session, index)
         return canvas_outputs(session)[0], [str(p) for p in handlers.downloads(session)]
 
     @person_errors
     def toggle(state: Session | None, shown: list[int]) -> str | None:
-        return str(handlers.set_visible(session_of(state), shown or []).image)
+        return str(handlers.set_visible(existing(state), shown or []).image)
 
     @person_errors
     def download(state: Session | None) -> list[str]:
-        return [str(p) for p in handlers.downloads(session_of(state))]
+        return [str(p) for p in handlers.downloads(existing(state))]
 
     @gpu(duration=60)
-    def find(text: str, state: Session | None, threshold: float,
+    def find(text: str, state: Session | None, threshold: float, request: gr.Request,
              progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:
-        session = session_of(state)
+        session = session_of(state, request)
         chat_messages = handlers.find(session, text, threshold, _progress_callback(progress))
         return (chat_messages, *canvas_outputs(session), session)
 
     @gpu(duration=60)
-    def find_every(state: Session | None, index: float | None, threshold: float,
+    def find_every(state: Session | None, index: float | None, threshold: float, request: gr.Request,
                    progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:
-        session = session_of(state)
+        session = session_of(state, request)
         chat_messages = handlers.find(session, "", threshold, _progress_callback(progress),
                                       exemplar=0 if index is None else index)
         return (chat_messages, *canvas_outputs(session), session)
 
     with gr.Blocks(title=title, delete_cache=(settings.cache_ttl_s, settings.cache_ttl_s),
                    analytics_enabled=False) as demo:
-        state = gr.State(None, time_to_live=settings.session_ttl_s, delete_callback=close_session)
+        state = gr.State(None, time_to_live=settings.session_ttl_s, delete_callback=sessions.close)
         gr.Markdown(f"## {title}\nAsk about an image or a video; each object in the answer gets its own colour. "
                     "Follow-up questions are about the same picture.")
         with gr.Row():
@@ -166,7 +197,8 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
                     stop_btn = gr.Button("Stop", size="sm", variant="stop", elem_id="stop")
                 with gr.Accordion("Video options", open=False):
                     propagation = gr.Radio(["sa2va", "memory"], value="sa2va", label="Mask propagation")
-                    llm_frames = gr.Slider(1, 16, value=5, step=1, label="Frames the language model sees")
+                    llm_frames = gr.Slider(1, MAX_LLM_FRAMES, value=5, step=1,
+                                           label="Frames the language model sees")
                     sampling = gr.Radio(["first", "uniform"], value="first", label="Which frames it sees")
                 with gr.Row(visible=concepts):
                     find_box = gr.Textbox(label="Find all …", placeholder="car, yellow school bus", scale=3,
@@ -220,13 +252,37 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
             find_box.submit(find, [find_box, state, threshold], find_outputs, api_visibility="private", **model_work)
             every_btn.click(find_every, [state, target_index, threshold], find_outputs, api_visibility="private",
                             **model_work)
+
+        def disconnected(request: gr.Request) -> None:
+            sessions.end(request.session_hash)
+
+        demo.unload(disconnected)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
+    demo.segchat_sessions = sessions  # read by `launch`, which ends them when the server stops
     return demo
+
+
+def _ending(sessions: Sessions) -> Callable:
+    """A server lifespan that ends every live session (and so removes their files) when the server stops."""
+    @asynccontextmanager
+    async def lifespan(app) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            sessions.close_all()
+    return lifespan
+
+
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
            settings: AppSettings = AppSettings(), block: bool = True) -> None:
-    """Serve the app with the safety settings this project relies on."""
+    """Serve the app with the safety settings this project relies on. When blocking, SIGTERM stops the server as
+    Ctrl-C does (so the sessions end and remove their files)."""
+    if block:
+        signal.signal(signal.SIGTERM, _interrupt)
     demo.launch(server_name=host, server_port=port, share=share, max_file_size=settings.max_file_bytes,
                 strict_cors=True, ssr_mode=False, show_error=False, prevent_thread_lock=not block,
-                footer_links=["api"], css=CSS)
+                footer_links=["api"], css=CSS, app_kwargs={"lifespan": _ending(demo.segchat_sessions)})

@@ -1,10 +1,18 @@
-"""Find a checkpoint folder (local path or hub id), choose device, dtype and quantization, and load the model and
-its processor from it."""
+"""Find a checkpoint folder (local path or hub id), check its files, choose device, dtype and quantization, and load
+the model and its processor from it.
+
+Every failure is a `CheckpointError` whose message names the folder or file: the files are checked before
+anything is loaded (JSON that parses, safetensors whose headers cover their files, no reference to custom code),
+and what the loaders still raise is reported the same way. Checkpoint code is never run.
+"""
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from model.config import SegChatConfig
 from model.errors import CheckpointError
@@ -43,11 +51,80 @@ def resolve_source(path_or_id: str | Path, gated_hint: str = "this model") -> Pa
         ) from err
 
 
+# JSON files a loader may read; in the folder actually loaded none may point at code (`auto_map`).
+CONFIG_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json",
+                "video_preprocessor_config.json", "special_tokens_map.json", "added_tokens.json", "tokenizer.json",
+                "model.safetensors.index.json")
+# What a loader raises for a damaged file.
+LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, SafetensorError)
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path} is damaged: it is not valid JSON ({err}). Download or copy it again."
+                              ) from None
+
+
 def read_config(folder: Path) -> dict:
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise CheckpointError(f"{folder} has no config.json; it is not a model checkpoint.")
-    return json.loads(config_file.read_text())
+    config = _read_json(config_file)
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_file} is not a model configuration (a JSON object).")
+    return config
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The safetensors files the checkpoint uses: those its index names (each must exist), else all."""
+    index = folder / "model.safetensors.index.json"
+    if not index.is_file():
+        return sorted(folder.glob("*.safetensors"))
+    weight_map = _read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index} has no weight_map; the index is damaged.")
+    files = [folder / name for name in sorted(set(map(str, weight_map.values())))]
+    for path in files:
+        if path.parent != folder or not path.is_file():
+            raise CheckpointError(f"{index} names {path.name}, which is missing from {folder}.")
+    return files
+
+
+def check_files(folder: Path) -> None:
+    """Refuse a folder whose JSON files do not parse or whose safetensors files are damaged or cut short (their
+    headers must describe exactly the bytes present), naming the file, before any loader reads them."""
+    for name in CONFIG_FILES:
+        if (folder / name).is_file():
+            _read_json(folder / name)
+    for path in _weight_files(folder):
+        try:
+            with safe_open(path, "pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{path} is damaged or incomplete ({err}); download or copy it again."
+                                  ) from None
+
+
+def refuse_custom_code(folder: Path) -> None:
+    """SegChat loads standard classes only and never runs a checkpoint's code: a file naming code is refused."""
+    for name in CONFIG_FILES:
+        path = folder / name
+        if path.is_file() and isinstance(data := _read_json(path), dict) and "auto_map" in data:
+            raise CheckpointError(
+                f"{path} refers to custom code (auto_map), and SegChat never runs a checkpoint's code. Remove the "
+                "auto_map entry if the checkpoint uses standard classes, or convert the checkpoint.")
+
+
+@contextmanager
+def reporting(what: str) -> Iterator[None]:
+    """Turn what a loader raises for a damaged checkpoint into a `CheckpointError` about `what`."""
+    try:
+        yield
+    except LOAD_ERRORS as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(f"{what} could not be loaded ({type(err).__name__}: {detail}).") from err
 
 
 def check_weights_format(folder: Path, allow_pickle: bool = False) -> None:
@@ -73,14 +150,17 @@ def prepare_checkpoint(path_or_id: str | Path, allow_pickle: bool = False, dtype
     folder = resolve_source(path_or_id)
     config = read_config(folder)
     check_weights_format(folder, allow_pickle)
+    check_files(folder)
     if config.get("model_type") == SegChatConfig.model_type:
+        refuse_custom_code(folder)
         return folder
     if not any(folder.glob("*.safetensors")):
         raise CheckpointError(f"{folder} is a Sa2VA checkpoint without safetensors weights; the converter reads "
                               "safetensors only.")
     from model.sa2va.convert.checkpoint import cached_conversion
 
-    return cached_conversion(folder, dtype=dtype)
+    with reporting(f"The Sa2VA checkpoint {folder} (converting it)"):
+        return cached_conversion(folder, dtype=dtype)
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
@@ -137,13 +217,10 @@ def load_model_and_processor(path_or_id: str | Path, device: str | torch.device 
     dtype = pick_dtype(dtype, device)
     folder = prepare_checkpoint(path_or_id, allow_pickle, dtype)
     quant = quantization_config(quantization, dtype)
-    try:
+    with reporting(f"The model in {folder}"):
         model = SegChatModel.from_pretrained(folder, dtype=dtype, device_map=str(device), quantization_config=quant,
-                                             use_safetensors=None if allow_pickle else True)
+                                             use_safetensors=None if allow_pickle else True,
+                                             trust_remote_code=False)
+    with reporting(f"The tokenizer or image processor in {folder}"):
         processor = SegChatProcessor.from_pretrained(folder, model.config, limits)
-    except CheckpointError:
-        raise
-    except (OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path_or_id}: the checkpoint could not be loaded ({type(err).__name__}: {err})."
-                              ) from err
     return model, processor

@@ -30,6 +30,7 @@ class Limits:
     """What one turn may ask for; person-caused excess raises `InputError` / `MediaError` with these numbers."""
 
     max_text_chars: int = 4000
+    max_text_tokens: int = 2000  # 4000 emoji would be 16,000 tokens: the prompt's cost is bounded in tokens
     max_new_tokens: int = 512
     max_segments: int = 16
     media: MediaLimits = field(default_factory=MediaLimits)
@@ -77,11 +78,22 @@ class SegChatProcessor:
     # ------------------------------------------------------------------------------------------ text
 
     def check_text(self, text: str) -> str:
-        """The person's message, stripped, or `InputError` when it is empty or too long."""
+        """The person's message, stripped, or `InputError` when it is not text, empty, not valid Unicode, or too
+        long in characters or in tokens. Callers check a message here before storing or showing it."""
         if not isinstance(text, str) or not text.strip():
             raise InputError("Please type a question or instruction.")
-        if len(text) > self.limits.max_text_chars:
-            raise InputError(f"The message is {len(text)} characters long; the limit is {self.limits.max_text_chars}.")
+        limits = self.limits
+        if len(text) > limits.max_text_chars:
+            raise InputError(f"The message is {len(text)} characters long; the limit is {limits.max_text_chars}.")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone UTF-16 surrogates: no encoding can carry them to a browser
+            raise InputError("The message contains characters that are not valid text (unpaired surrogates); "
+                             "please type it again.") from None
+        tokens = len(self.prompts.data(text.strip()))
+        if tokens > limits.max_text_tokens:
+            raise InputError(f"The message is {tokens} tokens long; the limit is {limits.max_text_tokens}. "
+                             "Please shorten it.")
         return text.strip()
 
     def conversation_start(self) -> list[int]:

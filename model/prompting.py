@@ -1,16 +1,20 @@
 """Builds prompt token ids from the templates in `prompts/`, keeping user text as data.
 
-Template strings are control text (tokenized with their special tokens); user text is tokenized with
-`split_special_tokens=True`, so a typed `[SEG]` or `<|im_start|>` stays plain text. Media and `[SEG]` ids are
-inserted by code only.
+Template strings are control text (tokenized with their special tokens); user text is data: every added token
+of the tokenizer that appears in it, special or not (`[SEG]`, `<|im_start|>`, but also `<think>`, `<tool_call>`,
+`<|fim_prefix|>`, which tokenizers mark as added but not special), is broken into ordinary tokens. Media and
+`[SEG]` ids are inserted by code only.
 """
 
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 
 from transformers import PreTrainedTokenizerBase
+
+from model.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,13 @@ def default_system_prompt() -> str:
     return _read("system.txt").strip()
 
 
+def _added_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[re.Pattern | None, frozenset[int]]:
+    """A pattern finding any added token's text (longest first, as the tokenizer matches them) and their ids."""
+    added = tokenizer.added_tokens_decoder
+    texts = sorted({token.content for token in added.values() if token.content}, key=len, reverse=True)
+    return (re.compile("|".join(map(re.escape, texts))) if texts else None), frozenset(added)
+
+
 def _split(template: str, field: str) -> tuple[str, str]:
     before, _, after = template.partition("{" + field + "}")
     return before, after
@@ -71,11 +82,32 @@ class PromptBuilder:
                          if i is not None and i != tokenizer.unk_token_id]
         # what the tokenizer puts before any encoded text (InternLM2's `<s>`; empty for Qwen tokenizers)
         self.start_ids: list[int] = tokenizer("", add_special_tokens=True)["input_ids"]
+        self._added_pattern, self.added_ids = _added_tokens(tokenizer)
 
     def control(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
     def data(self, text: str) -> list[int]:
+        """`text` as plain tokens: never an added (control) token, whatever the person typed."""
+        ids = self._split_added(text)
+        if self.added_ids.intersection(ids):  # a one-character added token, or a normalizer that makes one
+            raise InputError("The message contains text the model would read as a control marker; please rephrase.")
+        return ids
+
+    def _split_added(self, text: str) -> list[int]:
+        """Ids of `text` with each added token's text cut after its first character (`<` + `think>`)."""
+        if not text:
+            return []
+        ids: list[int] = []
+        start = 0
+        for found in self._added_pattern.finditer(text) if self._added_pattern else ():
+            ids += self._plain(text[start:found.start()])
+            token = found.group()
+            ids += self._plain(token[0]) + self._split_added(token[1:])
+            start = found.end()
+        return ids + self._plain(text[start:])
+
+    def _plain(self, text: str) -> list[int]:
         if not text:
             return []
         return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]

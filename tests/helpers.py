@@ -13,13 +13,39 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tokenizers import AddedToken
 from transformers import LogitsProcessor
 
 from chat.settings import MIB, AppSettings
 from chat.ui import build_demo, launch
+from model.tiny import build_tokenizer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FAMILIES = ["internvl", "qwen2_5_vl", "qwen3_vl"]
+
+
+# The added tokens of the published Qwen3-VL tokenizer (and Sa2VA's), in order, with their `special` flag: the
+# tool, fill-in-the-middle and thinking tokens are added but not special.
+QWEN3_VL_ADDED_TOKENS = [
+    *[(t, True) for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>",
+                          "<|object_ref_end|>", "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>",
+                          "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")],
+    *[(t, False) for t in ("<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
+                           "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>",
+                           "<think>", "</think>")],
+    *[(t, True) for t in ("[SEG]", "<p>", "</p>", "<vp>", "</vp>")],
+]
+
+
+def published_qwen3_vl_tokenizer():
+    """A tokenizer trained in-process with the added tokens of the published Sa2VA-Qwen3-VL layout."""
+    tokenizer = build_tokenizer("qwen3_vl")
+    present = {token.content for token in tokenizer.added_tokens_decoder.values()}
+    for content, special in QWEN3_VL_ADDED_TOKENS:
+        if content not in present:
+            tokenizer.add_tokens([AddedToken(content, special=special, normalized=not special)],
+                                 special_tokens=special)
+    return tokenizer
 
 
 def shared_path(*parts: str) -> Path:
@@ -60,6 +86,22 @@ SETTINGS = AppSettings(max_file_bytes=4 * MIB, video_max_frames=4, session_ttl_s
 def write_image(path: Path, width: int = 96, height: int = 64, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def write_video(path: Path, frames: int = 6, width: int = 64, height: int = 48, fps: int = 10) -> Path:
+    """An H.264 mp4 of `frames` random frames (sides rounded up to even numbers, as yuv420p needs)."""
+    import av
+
+    width, height = width + width % 2, height + height % 2
+    rng = np.random.default_rng(frames)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for _ in range(frames):
+            pixels = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode(None))
     return path
 
 

@@ -27,6 +27,10 @@ _BOMB_SIZE = re.compile(r"\((\d+) pixels\)")
 # warnings.catch_warnings() swaps a process-wide filter list; concurrent entries from
 # several threads could restore each other's state, so entries are serialised.
 _WARNINGS_LOCK = threading.Lock()
+# The widest long-side / short-side ratio every model family's preprocessing takes: Qwen-VL refuses ratios above
+# 200 after rounding both sides to multiples of 28 (a 41-pixel side becomes 28), so originals above about 136
+# can fail there; InternVL tiling and SAM2's square resize take any ratio.
+MAX_ASPECT_RATIO = 100.0
 
 
 @dataclass(frozen=True)
@@ -36,14 +40,23 @@ class MediaLimits:
     max_pixels: int = 40_000_000
     max_file_bytes: int = 50 * 1024 * 1024
     min_side: int = 2
+    max_aspect_ratio: float = MAX_ASPECT_RATIO
 
 
 def _mpx(pixels: int) -> str:
     return f"{pixels / 1e6:.0f} Mpx" if pixels >= 10_000_000 else f"{pixels / 1e6:.1f} Mpx"
 
 
+def check_aspect_ratio(width: int, height: int, max_ratio: float, what: str = "image") -> None:
+    """Raise MediaError when a width × height picture is more elongated than the model can take."""
+    ratio = max(width, height) / min(width, height)
+    if ratio > max_ratio:
+        raise MediaError(f"The {what} is {width}×{height} pixels: one side is {ratio:.0f} times the other, and "
+                         f"the model takes at most {max_ratio:.0f} times. Please crop it.")
+
+
 def check_size(width: int, height: int, limits: MediaLimits) -> None:
-    """Raise MediaError when a width × height image is empty, too small or too large."""
+    """Raise MediaError when a width × height image is empty, too small, too large or too elongated."""
     if width <= 0 or height <= 0:
         raise MediaError(f"The image is empty ({width}×{height} pixels).")
     if min(width, height) < limits.min_side:
@@ -56,6 +69,7 @@ def check_size(width: int, height: int, limits: MediaLimits) -> None:
             f"The image is {width}×{height} pixels ({_mpx(width * height)}); "
             f"the limit is {_mpx(limits.max_pixels)}."
         )
+    check_aspect_ratio(width, height, limits.max_aspect_ratio)
 
 
 def _open_header(path: Path, limits: MediaLimits) -> Image.Image:

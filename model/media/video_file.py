@@ -22,7 +22,7 @@ import av
 import numpy as np
 
 from model.errors import MediaError
-from model.media.image import check_media_file
+from model.media.image import MAX_ASPECT_RATIO, check_aspect_ratio, check_media_file
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class VideoLimits:
     max_duration_s: float = 600.0
     max_frames: int = 18_000
     max_side: int = 4096
+    max_aspect_ratio: float = MAX_ASPECT_RATIO
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ def _check_limits(
             f"The video is {width}×{height} pixels; the longest side may be at most "
             f"{limits.max_side} pixels."
         )
+    check_aspect_ratio(width, height, limits.max_aspect_ratio, "video")
     if duration > limits.max_duration_s:
         raise MediaError(
             f"The video lasts {duration:.1f} s; the limit is {limits.max_duration_s:.0f} s."

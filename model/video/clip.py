@@ -99,13 +99,14 @@ class VideoClip:
     `size` is the original display (height, width); decoded frames may be smaller when `max_side` is set.
     """
 
-    def __init__(self, source: str | Path | Sequence[ImageSource], options: VideoOptions,
+    def __init__(self, source: str | Path | VideoFile | Sequence[ImageSource], options: VideoOptions,
                  limits: VideoLimits = VideoLimits(), image_limits: MediaLimits = MediaLimits()):
+        """`source`: a file path (probed here with `limits`), a `VideoFile` already probed, or a list of frames."""
         self.options = options
-        self.limits = limits
+        self.limits = source.limits if isinstance(source, VideoFile) else limits
         self.notices: list[str] = []
-        if isinstance(source, (str, Path)):
-            self.file: VideoFile | None = VideoFile(source, limits)
+        if isinstance(source, (str, Path, VideoFile)):
+            self.file: VideoFile | None = source if isinstance(source, VideoFile) else VideoFile(source, limits)
             self._frames: list[np.ndarray] | None = None
             info = self.file.info
             total = info.frame_count

@@ -6,8 +6,9 @@
 import argparse
 from pathlib import Path
 
+from model.errors import SegChatError
+from model.loading import check_files, pick_dtype, reporting, resolve_source
 from model.sa2va.convert.checkpoint import DEFAULT_SHARD_BYTES, convert_checkpoint
-from model.loading import pick_dtype, resolve_source
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,7 +20,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="store floating-point weights no wider than this (default: as in the source)")
     args = parser.parse_args(argv)
     dtype = pick_dtype(args.dtype, None) if args.dtype else None
-    out = convert_checkpoint(resolve_source(args.src), args.dst, int(args.shard_size_gb * 1024**3), dtype)
+    try:
+        src = resolve_source(args.src)
+        check_files(src)
+        with reporting(f"The Sa2VA checkpoint {src} (converting it)"):
+            out = convert_checkpoint(src, args.dst, int(args.shard_size_gb * 1024**3), dtype)
+    except SegChatError as err:
+        raise SystemExit(f"Could not convert: {err}") from None
     print(f"wrote {out}")
 
 
