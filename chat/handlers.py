@@ -22,13 +22,13 @@ from chat.session import Media, Result, Session, Turn
 from chat.settings import AppSettings
 from chat.views import write_canvas, write_result_files
 from model.errors import InputError, SegChatError
+from model.inference import Reply
 from model.media.export import Progress
 from model.media.image import check_media_file, load_image
 from model.media.kind import media_kind
+from model.media.masks import mask_box
 from model.media.render import palette
 from model.media.video_file import VideoFile
-from model.inference import Reply
-from model.media.masks import mask_box
 from model.segmenters.base import found_summary
 from model.video.clip import VideoClip, VideoOptions
 
@@ -195,7 +195,7 @@ def find(session: Session, text: str, threshold: float | None = None, progress: 
     try:
         if exemplar is not None:
             result = _require_result(session)
-            i = _object_index(result, exemplar)
+            i = inputs.object_index(exemplar, len(result.masks))
             label = result.labels[i]
             if not label:
                 raise InputError(f"Object {i + 1} has no name to look for; type it in “Find all”.")
