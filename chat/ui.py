@@ -221,11 +221,6 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
         reset_btn.click(reset, [state, target_index], [canvas, files], api_visibility="private", **model_work)
         shown.input(toggle, [state, shown], [canvas], api_visibility="private")
         download_btn.click(download, [state], [files], api_name="download")
-
-        def disconnected(request: gr.Request) -> None:
-            sessions.end(request.session_hash)
-
-        demo.unload(disconnected)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
     demo.segchat_sessions = sessions  # read by `launch`, which ends them when the server stops
     return demo
