@@ -3,9 +3,10 @@
     python -m bench.soak [--clients 20] [--turns 10] [--deadline-s 900] [--ttl-s 20]
 
 The server runs in a child process (its memory and open files are measured from /proc), with Gradio's cache and
-the system temp folder (where session folders go) in folders of its own. Each client is one session: it connects (a request), then does `--turns` requests: an upload, follow-ups, click refinements,
-downloads, and in turn (client index) order some intended bad inputs (a fake image, an over-long message, a click
-outside the image) and a disconnect mid-answer. After the clients finish, the sessions end by time-out (`--ttl-s`),
+the system temp folder (where session folders go) in folders of its own. Each client is one session: it connects
+(a request), then does `--turns` requests: an upload, follow-ups, click refinements, downloads, and in turn (client
+index) order some intended bad inputs (a fake image, an over-long message, a click outside the image) and a request
+dropped mid-answer. After the clients finish, the sessions end by time-out (`--ttl-s`),
 then the server is stopped. Prints requests served, errors (intended / unintended), p50/p95 latency, server RSS and
 open files before / during / after, and the disk used under the temp folder before / after.
 """
@@ -56,7 +57,15 @@ def open_files(pid: int) -> int:
 
 
 def disk_kib(folder: Path) -> float:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1024
+    """Bytes of the files under `folder` (files removed while it is walked are skipped), in KiB."""
+    total = 0
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(parent, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total / 1024
 
 
 @dataclass
@@ -94,11 +103,15 @@ def connect(url: str, tally: Tally, index: int) -> Client | None:
     return client
 
 
-def client_run(url: str, index: int, turns: int, media: Path, tally: Tally, deadline: float) -> None:
+def client_run(url: str, index: int, turns: int, media: Path, tally: Tally, deadline: float,
+               clients: list[Client]) -> None:
+    """One person's session; the client is kept open in `clients` (a closed client's state is kept by Gradio for
+    an hour, in case it reconnects), so the session ends by its idle time-to-live."""
     time.sleep(0.5 * index)  # people arrive over ten seconds, not in the same millisecond
     client = connect(url, tally, index)
     if client is None:
         return
+    clients.append(client)
     image = write_image(media / f"photo{index}.png", 96, 64, seed=index)
     fake = media / f"fake{index}.png"
     fake.write_text("not a picture")
@@ -144,7 +157,6 @@ def client_run(url: str, index: int, turns: int, media: Path, tally: Tally, dead
         except Exception as err:
             outcome, detail = "unintended", f"client {index} {step}: {type(err).__name__}: {err}"
         tally.record(time.perf_counter() - start, outcome, detail)
-    client.close()
 
 
 def measure(pid: int, temp: Path) -> dict:
@@ -191,8 +203,9 @@ def main(argv: list[str] | None = None) -> None:
         media = work / "media"
         media.mkdir()
         deadline = time.monotonic() + args.deadline_s
-        threads = [threading.Thread(target=client_run, args=(url, i, args.turns, media, tally, deadline))
-                   for i in range(args.clients)]
+        clients: list[Client] = []
+        threads = [threading.Thread(target=client_run, args=(url, i, args.turns, media, tally, deadline, clients),
+                                    daemon=True) for i in range(args.clients)]
         started = time.perf_counter()
         for t in threads:
             t.start()

@@ -190,7 +190,8 @@ def close_session(session: Session | None) -> None:
 
 class Sessions:
     """The live sessions of one app, by the web session (browser tab or API client) they belong to: each is made
-    here, ended when its client disconnects or its time-to-live passes, and all are ended when the server stops."""
+    here and ended when Gradio drops its state (idle past its time-to-live, or an hour after its tab closed: Gradio
+    keeps a closed tab's state that long in case it reconnects), and all are ended when the server stops."""
 
     def __init__(self, chat: SegChat, root: Path | None = None, served: Path | None = None):
         self.chat = chat
@@ -206,15 +207,8 @@ class Sessions:
             self._live[client] = session
         return session
 
-    def end(self, client: str) -> None:
-        """`client` disconnected (tab closed, API client closed): its session ends now."""
-        with self._lock:
-            session = self._live.pop(client, None)
-        if session is not None:
-            session.close()
-
     def close(self, session: Session | None) -> None:
-        """`gr.State` delete callback: the session ends (time-to-live passed)."""
+        """`gr.State` delete callback: the session ends."""
         if session is None:
             return
         with self._lock:

@@ -253,10 +253,6 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
             every_btn.click(find_every, [state, target_index, threshold], find_outputs, api_visibility="private",
                             **model_work)
 
-        def disconnected(request: gr.Request) -> None:
-            sessions.end(request.session_hash)
-
-        demo.unload(disconnected)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=1)
     demo.segchat_sessions = sessions  # read by `launch`, which ends them when the server stops
     return demo

@@ -9,7 +9,6 @@ import logging
 import math
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import av
@@ -336,12 +335,5 @@ def test_the_server_removes_every_session_file_and_upload_when_it_stops(tiny_cha
         served = [p for p in (tmp_path / "gradio").rglob("*") if p.is_file()]
         assert any(p.name.endswith("photo0.png") for p in served) and any(p.suffix == ".zip" for p in served)
         assert len(list((tmp_path / "sessions").glob("segchat-*"))) == 3
-        clients[0].close()  # a client that disconnects ends its session (and its files) at once
-        for _ in range(100):
-            if len(list((tmp_path / "sessions").glob("segchat-*"))) == 2:
-                break
-            time.sleep(0.1)
-        assert len(list((tmp_path / "sessions").glob("segchat-*"))) == 2
-        assert not any(p.name.endswith("photo0.png") for p in (tmp_path / "gradio").rglob("*"))
     assert [p for p in tmp_path.joinpath("gradio").rglob("*") if p.is_file()] == []
     assert list((tmp_path / "sessions").glob("segchat-*")) == []  # (the clients download into the same folder)
