@@ -1,6 +1,6 @@
 """Soak test: a real app server on 127.0.0.1 with a tiny model under concurrent `gradio_client` sessions.
 
-    python -m bench.soak [--clients 20] [--turns 10] [--deadline-s 900] [--ttl-s 20]
+    python -m bench.soak [--clients 20] [--turns 10] [--deadline-s 900] [--ttl-s 120]
 
 The server runs in a child process (its memory and open files are measured from /proc), with Gradio's cache and
 the system temp folder (where session folders go) in folders of its own. Each client is one session: it connects
@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--deadline-s", type=float, default=900)
-    parser.add_argument("--ttl-s", type=int, default=20, help="session time-to-live on the server")
+    parser.add_argument("--ttl-s", type=int, default=120,
+                        help="session time-to-live on the server (above the longest wait in the queue)")
     parser.add_argument("--serve", nargs=3, metavar=("CHECKPOINT", "PORT", "TTL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -216,6 +217,10 @@ def main(argv: list[str] | None = None) -> None:
         elapsed = time.perf_counter() - started
         time.sleep(args.ttl_s + 5)  # every session times out and removes its files
         after = measure(server.pid, temp)
+        for client in clients:
+            client.close()
+        time.sleep(5)
+        after["open_files"] = open_files(server.pid)  # once the clients' connections are closed
     finally:
         server.terminate()
         server.wait(timeout=60)
