@@ -5,6 +5,7 @@ and another session unaffected. The server's log must show refusals as one line 
 """
 
 import json
+import io
 import logging
 import math
 import os
@@ -43,10 +44,23 @@ def url(tiny_chats, temp_dir):
 @pytest.fixture(scope="module")
 def bystander(url, tmp_path_factory):
     """Another session, started before the attacks, that must keep working."""
-    client = Client(url, verbose=False)
+    client = connect(url)
     image = write_image(tmp_path_factory.mktemp("bystander") / "calm.png", 40, 30)
     ask(client, "bystander question", image)
     return client
+
+
+def connect(url: str) -> Client:
+    """A client that leaves the chat's files on the server: `gradio_client` would otherwise download every image of
+    the whole chat again on each call (a fresh TLS context per file), which made a long chat's turns slow here."""
+    return Client(url, verbose=False, download_files=False)
+
+
+def opened(file: dict) -> Image.Image:
+    """The image behind a file the server returned (see `connect`)."""
+    response = httpx.get(file["url"])
+    response.raise_for_status()
+    return Image.open(io.BytesIO(response.content))
 
 
 def ask(client: Client, text, path=None, video=("sa2va", 5, "first")) -> tuple:
@@ -86,7 +100,7 @@ def raw_call(client: Client, api_name: str, data: list) -> dict:
 @pytest.fixture(scope="module")
 def session(url, tmp_path_factory):
     """The attacked session, shared by the cases; `session.history` is what its chat must show."""
-    client = Client(url, verbose=False)
+    client = connect(url)
     ask(client, "first question", write_image(tmp_path_factory.mktemp("session") / "first.png", 64, 48))
     client.history = ["first question"]
     return client
@@ -101,7 +115,7 @@ def still_fine(bystander):
         history += [*kept, "follow-up after the attack"]
         chat, _, canvas, *_ = ask(client, "follow-up after the attack")
         assert user_texts(chat) == history
-        assert not last_text(chat).startswith("⚠️") and Image.open(canvas).size
+        assert not last_text(chat).startswith("⚠️") and opened(canvas).size
         chat = ask(bystander, "bystander follow-up")[0]
         assert "bystander question" in user_texts(chat) and not last_text(chat).startswith("⚠️")
     return check
@@ -139,7 +153,7 @@ def _exif_rotated(path):
 def test_odd_images_are_answered(session, still_fine, tmp_path, make, name):
     path, size = make(tmp_path / name)
     chat, _, canvas, *_ = ask(session, "what is this?", path)
-    assert not last_text(chat).startswith("⚠️") and Image.open(canvas).size == size
+    assert not last_text(chat).startswith("⚠️") and opened(canvas).size == size
     still_fine(session, ["what is this?"])
 
 
@@ -216,7 +230,7 @@ def test_an_oversized_upload_is_refused_by_the_server(session, still_fine, tmp_p
 
 
 def test_a_video_over_the_work_budget_is_sampled_with_a_notice(url, still_fine, tmp_path):
-    client = Client(url, verbose=False)  # a session of its own: its media becomes a video
+    client = connect(url)  # a session of its own: its media becomes a video
     frames = SETTINGS.budget.frames * 3
     chat = ask(client, "segment the video", write_video(tmp_path / "clip.mp4", frames=frames))[0]
     assert any(f"at most {SETTINGS.budget.frames} per turn" in t for t in texts(chat))
@@ -291,7 +305,7 @@ def test_several_files_and_stateless_calls_are_refused(session, still_fine, tmp_
     chat = session.predict({"text": "two", "files": images}, "sa2va", 5, "first", api_name="/ask")[0]
     assert "one image or video at a time" in last_text(chat)
     with pytest.raises(Exception, match="no segmentation yet"):
-        Client(url, verbose=False).predict(api_name="/download")
+        connect(url).predict(api_name="/download")
     still_fine(session, [])
 
 
@@ -303,12 +317,12 @@ def test_a_path_outside_the_upload_folder_is_refused(session, still_fine):
 
 
 def test_a_client_that_disconnects_mid_answer_leaves_the_server_and_others_working(url, still_fine, tmp_path):
-    client = Client(url, verbose=False)
+    client = connect(url)
     ask(client, "a question", write_image(tmp_path / "a.png"))
     job = client.submit({"text": "a long answer please", "files": []}, "sa2va", 5, "first", api_name="/ask")
     job.cancel()
     client.close()
-    other = Client(url, verbose=False)
+    other = connect(url)
     ask(other, "first question", write_image(tmp_path / "b.png"))
     still_fine(other, ["first question"])
 
