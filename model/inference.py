@@ -31,6 +31,7 @@ from model.segmenters.base import found_summary
 from model.segmenters.concepts import ConceptFeatures, ConceptPrompt, ConceptPrompts, ConceptSegmenter
 from model.video.clip import VideoClip, VideoMedia, VideoOptions, load_video
 from model.video.segmenter import VideoSegmenter
+from model.video.concepts import ConceptTrackingStats
 from model.video.session import PropagationStats
 
 
@@ -40,7 +41,8 @@ class Reply:
     token_ids: list[int]
     segments: list[Segment] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    video_stats: PropagationStats | None = None  # a video turn's propagation at its fullest (the memory bound)
+    # what a video turn's session held at its fullest (the memory bound): SAM2 propagation or SAM 3 concept tracking
+    video_stats: PropagationStats | ConceptTrackingStats | None = None
 
 
 class SegChat:
@@ -244,19 +246,24 @@ class Conversation:
         yield reply
 
     def find(self, phrases: str | Sequence[str], boxes: Sequence[Box] = (), negative_boxes: Sequence[Box] = (),
-             score_threshold: float | None = None, image: ImageSource | None = None) -> Reply:
-        """Every instance of each phrase in the conversation's image (SAM 3's concept segmentation, no language
-        model). `boxes` / `negative_boxes` are exemplars (pixels x0, y0, x1, y1 of the image) for a single
-        phrase; `score_threshold` overrides SAM 3's 0.5; `image` first makes a new image the conversation's.
+             score_threshold: float | None = None, image: ImageSource | None = None, video=None) -> Reply:
+        """Every instance of each phrase in the conversation's image or video (SAM 3's concept segmentation, no
+        language model). `boxes` / `negative_boxes` are exemplars (pixels x0, y0, x1, y1 of the image) for a
+        single phrase, on images; `score_threshold` overrides SAM 3's 0.5; `image` / `video` (as in `ask`) first
+        make new media the conversation's.
 
-        The reply's segments are the instances, labelled with their phrase (with `score` and `box`), best first
-        per phrase; a phrase not in the image gets one segment with `found=False` and an empty mask, and a line
-        in `reply.warnings`. The image's SAM 3 features are computed once and reused by later searches."""
+        The reply's segments are the instances, labelled with their phrase (with `score`; `box` on images;
+        `instance_id`, a track id stable across frames, on videos), best first per phrase; a phrase not in the
+        media gets one segment with `found=False` and an empty mask, and a line in `reply.warnings`. An image's
+        SAM 3 features are computed once and reused by later searches; a video is tracked frame by frame with
+        bounded memory (`reply.video_stats`)."""
         phrases = [phrases] if isinstance(phrases, str) else list(phrases)
         if (boxes or negative_boxes) and len(phrases) != 1:
             raise InputError("Exemplar boxes go with exactly one phrase.")
         concepts = [ConceptPrompt(p, list(boxes), list(negative_boxes)) for p in phrases]
-        new_media = self._new_media(image, None, {})[0] if image is not None else None
+        if image is not None and video is not None:
+            raise InputError("Please send either an image or a video, not both.")
+        new_media = self._new_media(image, video, {})[0] if image is not None or video is not None else None
         reply = self._find(ConceptPrompts(concepts, score_threshold), new_media or self.media)
         if new_media is not None:  # only once the search succeeded: a failed one changes nothing
             self.media, self.history = new_media, self.chat.processor.conversation_start()
@@ -280,15 +287,22 @@ class Conversation:
     def _find(self, prompts: ConceptPrompts, media: "ImageMedia | VideoMedia | None") -> Reply:
         if media is None:
             raise InputError("There is no image in this conversation: send one before looking for objects.")
-        if not isinstance(media, ImageMedia):
-            raise InputError("Looking for every instance works on images; it is not available for videos yet.")
+        stats = None
         with self.chat.lock:
             segmenter = self.chat.concept_segmenter
-            if media.concept_features is None:
-                media.concept_features = segmenter.encode(media.image)
-            segments = segmenter.segment(media.concept_features, prompts)
-        reply = Reply(found_summary([s.label for s in segments], [s.found for s in segments]), [], segments)
-        reply.warnings = [f"{s.label!r} is not in the image." for s in segments if not s.found]
+            if isinstance(media, ImageMedia):
+                if media.concept_features is None:
+                    media.concept_features = segmenter.encode(media.image)
+                segments = segmenter.segment(media.concept_features, prompts)
+            elif segmenter.tracker is None:
+                raise InputError("This SAM 3 checkpoint has the detector only, so it finds objects in images; "
+                                 "tracking them through a video needs the full checkpoint (as facebook/sam3).")
+            else:
+                segments, stats = segmenter.tracker.track(media.clip, prompts)
+        reply = Reply(found_summary([s.label for s in segments], [s.found for s in segments]), [], segments,
+                      video_stats=stats)
+        where = "image" if isinstance(media, ImageMedia) else "video"
+        reply.warnings = [f"{s.label!r} is not in the {where}." for s in segments if not s.found]
         self._offer_instances(reply, media)
         self.last_reply = reply
         return reply

@@ -1,9 +1,10 @@
 """Tiny random SegChat checkpoints for tests and demos: no network, built in seconds.
 
-    python -m model.tiny OUT_DIR --family {internvl,qwen2_5_vl,qwen3_vl,sam3}
+    python -m model.tiny OUT_DIR --family {internvl,qwen2_5_vl,qwen3_vl,sam3,sam3_video}
 
-`--family sam3` writes a tiny random SAM 3 (concept segmentation: `Sam3Model` + `Sam3Processor`), the folder
-`SegChat.from_pretrained(..., concepts=OUT_DIR)` loads.
+`--family sam3` writes a tiny random SAM 3 detector (image concept segmentation: `Sam3Model` + `Sam3Processor`);
+`--family sam3_video` writes the published layout (`Sam3VideoModel`: detector + tracker, with both processors) that
+also tracks concepts in videos. `SegChat.from_pretrained(..., concepts=OUT_DIR)` loads either.
 """
 
 import argparse
@@ -25,7 +26,11 @@ from transformers import (
     Sam3ImageProcessor,
     Sam3Model,
     Sam3Processor,
+    Sam3VideoConfig,
+    Sam3VideoModel,
+    Sam3VideoProcessor,
 )
+from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
 
 from model.config import FAMILIES, SegChatConfig
 from model.modeling import SegChatModel
@@ -185,45 +190,75 @@ def build_clip_tokenizer(vocab_size: int = 200) -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=[tuple(pair) for pair in trained["merges"]])
 
 
-def tiny_sam3_config(tokenizer: CLIPTokenizer) -> Sam3Config:
-    """A 0.3M-parameter SAM 3 detector (ViT 2 x 64, text 1 x 32, DETR 1 x 32, 10 queries) on 112 px images."""
-    width = dict(hidden_size=32, num_attention_heads=2, intermediate_size=64)
+def tiny_sam3_config(tokenizer: CLIPTokenizer, width: int = 32) -> Sam3Config:
+    """A SAM 3 detector (ViT 2 x 64, text 1 x 32, DETR 1 x `width`, 10 queries) on 112 px images: 0.3M
+    parameters at width 32. The video tracker needs width 128 (its memory features are 64 wide, and it reads the
+    first three of the four FPN levels, as in the published model)."""
+    sizes = dict(hidden_size=width, num_attention_heads=2, intermediate_size=64)
+    video = width > 64
     return Sam3Config(
         vision_config=dict(
             backbone_config=dict(model_type="sam3_vit_model", hidden_size=64, intermediate_size=128,
                                  num_hidden_layers=2, num_attention_heads=2, image_size=SAM3_IMAGE_SIZE,
                                  patch_size=14, window_size=4, global_attn_indexes=[1],
                                  pretrain_image_size=SAM3_IMAGE_SIZE),
-            fpn_hidden_size=32, backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]], scale_factors=[4.0, 2.0, 1.0]),
-        text_config=dict(width, vocab_size=len(tokenizer), projection_dim=32, num_hidden_layers=1,
+            fpn_hidden_size=width, backbone_feature_sizes=[[32, 32], [16, 16], [8, 8]],
+            scale_factors=[4.0, 2.0, 1.0, 0.5] if video else [4.0, 2.0, 1.0]),
+        text_config=dict(sizes, hidden_size=32, vocab_size=len(tokenizer), projection_dim=width, num_hidden_layers=1,
                          max_position_embeddings=32, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
-        geometry_encoder_config=dict(width, num_layers=1),
-        detr_encoder_config=dict(width, num_layers=1),
-        detr_decoder_config=dict(width, num_layers=1, num_queries=10),
-        mask_decoder_config=dict(hidden_size=32, num_attention_heads=2),
+        geometry_encoder_config=dict(sizes, num_layers=1),
+        detr_encoder_config=dict(sizes, num_layers=1),
+        detr_decoder_config=dict(sizes, num_layers=1, num_queries=10),
+        mask_decoder_config=dict(hidden_size=width, num_attention_heads=2),
     )
 
 
-def build_tiny_sam3(out_dir: str | Path, seed: int = 0) -> Path:
-    """Write a random-weight SAM 3 concept model with its processor (tokenizer included) and return its folder."""
+def tiny_sam3_video_config(tokenizer: CLIPTokenizer) -> Sam3VideoConfig:
+    """Detector (width 128) + SAM2-style tracker (1 memory-attention layer) on 112 px frames. Detection thresholds
+    are 0 so that a random model finds instances; the memory windows (2 memories, 4 object pointers, 2 conditioning
+    frames) and `hotstart_delay` (4) are short so that a clip of a dozen frames exercises all of them."""
+    width, grid = 128, SAM3_IMAGE_SIZE // 14
+    detector = tiny_sam3_config(tokenizer, width)
+    tracker = dict(
+        model_type="sam3_tracker_video", image_size=SAM3_IMAGE_SIZE, vision_config=detector.vision_config.to_dict(),
+        prompt_encoder_config=dict(hidden_size=width, image_size=SAM3_IMAGE_SIZE, patch_size=14),
+        mask_decoder_config=dict(hidden_size=width, mlp_dim=256, num_attention_heads=4, iou_head_hidden_dim=width),
+        memory_attention_hidden_size=width, memory_attention_num_layers=1, memory_attention_feed_forward_hidden_size=256,
+        memory_attention_rope_feat_sizes=[grid, grid], memory_encoder_hidden_size=width,
+        mask_downsampler_embed_dim=width, memory_fuser_embed_dim=width, memory_fuser_intermediate_dim=256,
+        num_maskmem=3, max_object_pointers_in_encoder=4, max_cond_frame_num=2)
+    return Sam3VideoConfig(detector_config=detector, tracker_config=tracker, low_res_mask_size=32,
+                           score_threshold_detection=0.0, new_det_thresh=0.0, hotstart_delay=4,
+                           hotstart_unmatch_thresh=3, hotstart_dup_thresh=3)
+
+
+def build_tiny_sam3(out_dir: str | Path, seed: int = 0, video: bool = False) -> Path:
+    """Write a random-weight SAM 3 with its processors (tokenizer included) and return its folder: the detector
+    alone, or (`video`) the published detector + tracker layout."""
     out_dir = Path(out_dir)
     tokenizer = build_clip_tokenizer()
     torch.manual_seed(seed)
-    Sam3Model(tiny_sam3_config(tokenizer)).save_pretrained(out_dir)
-    image_processor = Sam3ImageProcessor(size={"height": SAM3_IMAGE_SIZE, "width": SAM3_IMAGE_SIZE})
+    model = Sam3VideoModel(tiny_sam3_video_config(tokenizer)) if video else Sam3Model(tiny_sam3_config(tokenizer))
+    model.save_pretrained(out_dir)
+    size = {"height": SAM3_IMAGE_SIZE, "width": SAM3_IMAGE_SIZE}
+    image_processor = Sam3ImageProcessor(size=size)
     Sam3Processor(image_processor, tokenizer).save_pretrained(out_dir)
+    if video:
+        frames = Sam2VideoVideoProcessor(size=size, image_mean=image_processor.image_mean,
+                                         image_std=image_processor.image_std)
+        Sam3VideoProcessor(image_processor, frames, tokenizer).save_pretrained(out_dir)
     return out_dir
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir")
-    parser.add_argument("--family", choices=[*FAMILIES, "sam3"], default="qwen2_5_vl")
+    parser.add_argument("--family", choices=[*FAMILIES, "sam3", "sam3_video"], default="qwen2_5_vl")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if args.family == "sam3":
-        print(build_tiny_sam3(args.out_dir, args.seed))
+    if args.family in ("sam3", "sam3_video"):
+        print(build_tiny_sam3(args.out_dir, args.seed, video=args.family == "sam3_video"))
     else:
         print(build_tiny(args.out_dir, args.family, args.seed))
 

@@ -29,6 +29,19 @@ def tiny_sam3_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sam3_video_dir(tmp_path_factory) -> Path:
+    return build_tiny_sam3(tmp_path_factory.mktemp("tiny") / "sam3_video", video=True)
+
+
+@pytest.fixture(scope="session")
+def video_concept_chat(tiny_dirs, tiny_sam3_video_dir):
+    """A tiny qwen2_5_vl chat with the tiny full SAM 3 (detector + tracker: concepts in videos too)."""
+    from model import SegChat
+
+    return SegChat.from_pretrained(tiny_dirs["qwen2_5_vl"], concepts=tiny_sam3_video_dir)
+
+
+@pytest.fixture(scope="session")
 def concept_chat(tiny_dirs, tiny_sam3_dir):
     """A tiny qwen2_5_vl chat with tiny SAM 3 concept search (its own model, so tests may change it)."""
     from model import SegChat

@@ -38,6 +38,7 @@ class Segment:
     presence: float = 0.0  # object-presence logit (> 0: the object is there)
     found: bool = True  # False: the object is not in the image (its mask is then empty)
     box: Box | None = None  # the instance's box from a concept back-end (None: not predicted)
+    instance_id: int | None = None  # a video instance's track id from concept tracking (stable across frames)
     _instances: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
 
     def instances(self) -> Any:

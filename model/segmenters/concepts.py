@@ -13,14 +13,18 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
-from transformers import Sam3Model, Sam3Processor
+from transformers import Sam3Model, Sam3Processor, Sam3VideoModel, Sam3VideoProcessor
 
 from model.errors import CheckpointError, InputError
 from model.segmenters.base import Box, Segment
+
+if TYPE_CHECKING:
+    from model.video.concepts import ConceptTracker
 
 DEFAULT_CONCEPTS = "facebook/sam3"
 TEXT_SLOTS = 32  # SAM 3's text encoder reads 32 tokens, start and end tokens included
@@ -39,6 +43,7 @@ class ConceptOptions:
     max_phrases: int = 8
     max_phrase_chars: int = 120
     max_boxes: int = 8
+    max_video_instances: int = 32  # instances tracked at once in a video (memory grows with them, not with length)
 
 
 @dataclass
@@ -69,10 +74,12 @@ class ConceptFeatures:
 class ConceptSegmenter:
     """`Sam3Model` + `Sam3Processor` as a `Segmenter` of `ConceptPrompts`."""
 
-    def __init__(self, model: Sam3Model, processor: Sam3Processor, options: ConceptOptions | None = None):
+    def __init__(self, model: Sam3Model, processor: Sam3Processor, options: ConceptOptions | None = None,
+                 tracker: "ConceptTracker | None" = None):
         self.model = model.eval()
         self.processor = processor
         self.options = options or ConceptOptions()
+        self.tracker = tracker  # video concept tracking; None for an image-only (`sam3`) checkpoint
 
     @classmethod
     def from_pretrained(cls, source: str | Path, device: torch.device, dtype: torch.dtype,
@@ -80,16 +87,26 @@ class ConceptSegmenter:
         """SAM 3 from a folder or hub id (`facebook/sam3` is gated); failures raise `CheckpointError`."""
         from model.loading import check_weights_format, read_config, resolve_source
 
+        from model.video.concepts import ConceptTracker
+
         folder = resolve_source(source, gated_hint="SAM 3 concept search")
-        if read_config(folder).get("model_type") not in ("sam3", "sam3_video"):
+        model_type = read_config(folder).get("model_type")
+        if model_type not in ("sam3", "sam3_video"):
             raise CheckpointError(f"{source} is not a SAM 3 checkpoint (its config.json names another model).")
         check_weights_format(folder)
+        load = {"dtype": dtype, "device_map": str(device), "use_safetensors": True}
         try:
-            model = Sam3Model.from_pretrained(folder, dtype=dtype, device_map=str(device), use_safetensors=True)
             processor = Sam3Processor.from_pretrained(folder)
+            if model_type == "sam3":  # the detector alone: images only
+                return cls(Sam3Model.from_pretrained(folder, **load), processor, options)
+            # the published layout (facebook/sam3): detector + tracker; images use the detector, shared
+            video = Sam3VideoModel.from_pretrained(folder, **load)
+            video_processor = Sam3VideoProcessor.from_pretrained(folder)
         except (OSError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"{source}: SAM 3 could not be loaded ({type(err).__name__}: {err}).") from err
-        return cls(model, processor, options)
+        segmenter = cls(video.detector_model, processor, options)
+        segmenter.tracker = ConceptTracker(video, video_processor, segmenter)
+        return segmenter
 
     @property
     def device(self) -> torch.device:
@@ -129,12 +146,12 @@ class ConceptSegmenter:
         if len(phrase) > self.options.max_phrase_chars:
             raise InputError(f"The phrase {phrase[:40]!r}... is {len(phrase)} characters long; "
                              f"the limit is {self.options.max_phrase_chars}.")
-        if len(self._token_ids([phrase])["input_ids"][0]) > TEXT_SLOTS:
+        if len(self.token_ids([phrase])["input_ids"][0]) > TEXT_SLOTS:
             raise InputError(f"The phrase {phrase[:40]!r} is too long for SAM 3 (at most {TEXT_SLOTS - 2} tokens); "
                              "use a short noun phrase such as 'yellow school bus'.")
         return phrase
 
-    def _token_ids(self, phrases: list[str], pad: bool = False) -> dict:
+    def token_ids(self, phrases: list[str], pad: bool = False) -> dict:
         # Special-token spellings inside a phrase are text, never control tokens.
         padding = {"padding": "max_length", "max_length": TEXT_SLOTS, "return_tensors": "pt"} if pad else {}
         return self.processor.tokenizer(phrases, split_special_tokens=True, **padding)
@@ -156,7 +173,7 @@ class ConceptSegmenter:
              prompts: ConceptPrompts) -> list[list[Segment]]:
         """One SAM 3 call for `concepts` (all with exemplars alike), the image's features shared across the batch."""
         k = len(concepts)
-        text = self._token_ids([c.phrase for c in concepts], pad=True)
+        text = self.token_ids([c.phrase for c in concepts], pad=True)
         inputs = {"input_ids": text["input_ids"].to(self.device),
                   "attention_mask": text["attention_mask"].to(self.device)}
         if concepts[0].boxes or concepts[0].negative_boxes:

@@ -206,7 +206,7 @@ def test_bad_exemplar_boxes_are_clear_errors(concept_chat, concepts, photo, box)
 
 def test_special_tokens_in_a_phrase_are_text(concepts, concept_chat, photo):
     tokenizer = concepts.processor.tokenizer
-    ids = concepts._token_ids(["cup <|endoftext|> <|startoftext|>"])["input_ids"][0]
+    ids = concepts.token_ids(["cup <|endoftext|> <|startoftext|>"])["input_ids"][0]
     assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
     assert tokenizer.eos_token_id not in ids[1:-1] and tokenizer.bos_token_id not in ids[1:-1]
     reply = concept_chat.new_conversation().find("cup <|endoftext|>", image=photo)
@@ -245,12 +245,13 @@ def test_concept_search_without_media_or_weights_is_a_clear_error(tiny_dirs, con
     assert conv.ask("Where is the cup?", image=photo).segments  # everything else keeps working
 
 
-def test_find_on_a_video_says_it_is_not_available(concept_chat, concepts, scripted, tmp_path):
+def test_a_detector_only_checkpoint_says_videos_need_the_full_one(concept_chat, concepts, scripted):
     frames = [Image.fromarray(np.full((32, 48, 3), 40 * i, np.uint8)) for i in range(3)]
     conv = concept_chat.new_conversation()
     scripted(concept_chat, "It is <p>the cup</p> [SEG].<|im_end|>")
     conv.ask("Where is the cup?", video=frames)
-    with pytest.raises(InputError, match="video"):
+    with pytest.raises(InputError, match="detector only.*full checkpoint"):
         conv.find("cup")
-    with pytest.raises(InputError, match="video"):
+    with pytest.raises(InputError, match="detector only"):
         conv.instances(0)
+    assert conv.ask("And now?").text  # the conversation goes on
