@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 from gradio_client import Client, handle_file
 
 from tests.helpers import free_port, write_image
@@ -95,7 +96,9 @@ def connect(url: str, tally: Tally, index: int) -> Client | None:
     """A new session (the config download is a request too, timed and counted)."""
     start = time.perf_counter()
     try:
-        client = Client(url, verbose=False, httpx_kwargs={"timeout": 120})
+        # The chat's files stay on the server (the download step fetches the one file it asks for): otherwise each
+        # call re-downloads every image of the chat on this machine's cores, and that is the client's cost.
+        client = Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 120})
     except Exception as err:
         tally.record(time.perf_counter() - start, "unintended", f"client {index} connect: {type(err).__name__}: {err}")
         return None
@@ -136,7 +139,8 @@ def client_run(url: str, index: int, turns: int, media: Path, tally: Tally, dead
             elif step == "refine":
                 client.predict(0, 10 + turn, 10, "include", api_name="/refine")
             elif step == "download":
-                client.predict(api_name="/download")
+                files = client.predict(api_name="/download")
+                httpx.get(files[0]["url"], timeout=120).raise_for_status()
             elif step == "bad":
                 kind = index % 3
                 if kind == 0:

@@ -263,3 +263,29 @@ def test_find_without_image_or_with_bad_phrases_is_a_message(concept_session, tm
         assert handlers.find(session, text, threshold=0.5)[-1]["content"].startswith("⚠️")
     run(handlers.ask(session, "still there?", None))
     assert session.turns[-1].error is None and session.last_result.labels == ["the red apple", "the cup"]
+
+
+def test_find_all_on_a_video_tracks_every_instance_into_the_overlay_and_downloads(video_concept_chat, scripted,
+                                                                                  tmp_path):
+    from model.media.export import write_h264_mp4
+    from model.segmenters.concepts import ConceptOptions
+
+    base = np.random.default_rng(0).integers(0, 255, (48, 70, 3), dtype=np.uint8)
+    video = write_h264_mp4([np.ascontiguousarray(base[:, t:t + 64]) for t in range(6)], tmp_path / "clip.mp4", fps=10)
+    segmenter = video_concept_chat.concept_segmenter
+    segmenter.options = ConceptOptions(max_video_instances=4)
+    try:
+        session = Session(scripted(video_concept_chat, ANSWER))
+        run(handlers.ask(session, "segment", [video], SETTINGS))
+        final = handlers.find(session, "car", threshold=0.0)
+        result = session.last_result
+        assert session.turns[-1].error is None and result.media.kind == "video"
+        assert result.labels == ["car"] * len(result.masks) and 1 <= len(result.masks) <= 4 and all(result.found)
+        assert handlers.canvas(session).objects[0] == ("1. car", 0)
+        with av.open(final[-1]["content"]["path"]) as container:
+            assert sum(1 for _ in container.decode(container.streams.video[0])) == SETTINGS.video_max_frames
+        objects = json.loads(handlers.downloads(session)[1].read_text())["objects"]
+        assert [o["id"] for o in objects] == list(range(1, len(result.masks) + 1))
+        assert all(len(o["segmentations"]) == SETTINGS.video_max_frames and o["score"] > 0 for o in objects)
+    finally:
+        segmenter.options = ConceptOptions()
