@@ -8,7 +8,8 @@ the system temp folder (where session folders go) in folders of its own. Each cl
 index) order some intended bad inputs (a fake image, an over-long message, a click outside the image) and a request
 dropped mid-answer. After the clients finish, the sessions end by time-out (`--ttl-s`),
 then the server is stopped. Prints requests served, errors (intended / unintended), p50/p95 latency, server RSS and
-open files before / during / after, and the disk used under the temp folder before / after.
+open files before / during / after, and the disk used under the temp folder before / after. "Before" is measured
+after a warm-up turn by a client of its own (its session is still open then, and ends with the others).
 """
 
 from __future__ import annotations
@@ -163,6 +164,17 @@ def client_run(url: str, index: int, turns: int, media: Path, tally: Tally, dead
         tally.record(time.perf_counter() - start, outcome, detail)
 
 
+def warm_up(url: str, work: Path) -> Client:
+    """One turn, one refinement and a download by a client of its own, before the baseline is measured; the client
+    stays open (its session then ends by time-out, like the others)."""
+    client = Client(url, verbose=False, download_files=False)
+    image = write_image(work / "warm_up.png", 96, 64)
+    client.predict({"text": "warm up", "files": [handle_file(str(image))]}, "sa2va", 5, "first", api_name="/ask")
+    client.predict(0, 10, 10, "include", api_name="/refine")
+    client.predict(api_name="/download")
+    return client
+
+
 def measure(pid: int, temp: Path) -> dict:
     """The server's memory and open files, and the disk used under `temp` (Gradio's cache and the temp folder)."""
     return {"rss_mib": rss_mib(pid), "open_files": open_files(pid), "disk_kib": disk_kib(temp)}
@@ -203,12 +215,13 @@ def main(argv: list[str] | None = None) -> None:
                 break
             except Exception:
                 time.sleep(1)
+        warmed = warm_up(url, work)  # the first turn allocates what every later one reuses (kernels, caches)
         before = measure(server.pid, temp)
         tally = Tally()
         media = work / "media"
         media.mkdir()
         deadline = time.monotonic() + args.deadline_s
-        clients: list[Client] = []
+        clients: list[Client] = [warmed]
         threads = [threading.Thread(target=client_run, args=(url, i, args.turns, media, tally, deadline, clients),
                                     daemon=True) for i in range(args.clients)]
         started = time.perf_counter()

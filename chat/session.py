@@ -9,6 +9,8 @@ ends them all.
 from __future__ import annotations
 
 import copy
+import ctypes
+import gc
 import os
 import shutil
 import tempfile
@@ -182,6 +184,16 @@ class Session:
         self._received.clear()
 
 
+def return_freed_memory() -> None:
+    """Collect the ended session's objects and hand the freed heap back to the system: glibc keeps freed pages
+    otherwise, so a long-running server's memory would stay at its busiest hour's level."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): nothing to do
+        pass
+
+
 def close_session(session: Session | None) -> None:
     """`gr.State` delete callback."""
     if session is not None:
@@ -214,6 +226,7 @@ class Sessions:
         with self._lock:
             self._live = {client: live for client, live in self._live.items() if live is not session}
         session.close()
+        return_freed_memory()
 
     def close_all(self) -> None:
         with self._lock:
