@@ -11,14 +11,17 @@ from transformers import PreTrainedTokenizerBase
 
 @dataclass(frozen=True)
 class MarkupIds:
-    seg: int
+    seg: int | None  # None: a plain VLM, whose answers have no [SEG]
     phrase_open: int | None
     phrase_close: int | None
     hidden: frozenset[int]  # special ids never shown (stop tokens, padding, media placeholders)
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: PreTrainedTokenizerBase, seg_token: str, stop_ids: list[int]) -> "MarkupIds":
-        def lookup(token: str) -> int | None:
+    def from_tokenizer(cls, tokenizer: PreTrainedTokenizerBase, seg_token: str | None,
+                       stop_ids: list[int]) -> "MarkupIds":
+        def lookup(token: str | None) -> int | None:
+            if token is None:
+                return None
             i = tokenizer.convert_tokens_to_ids(token)
             return None if i is None or i == tokenizer.unk_token_id else i
 

@@ -25,7 +25,7 @@ class SegChatConfig(PreTrainedConfig):
     vlm_config: dict | PreTrainedConfig | None = None
     sam2_config: dict | PreTrainedConfig | None = None
     family: str = "qwen2_5_vl"
-    seg_token: str = "[SEG]"
+    seg_token: str | None = "[SEG]"  # None: a plain VLM (agent mode, `model.agent.plain`)
     seg_hidden_state: str = "final_norm"
     template: str = "qwen_chat"
     sam2_pixel_mode: str | dict = "fp32"  # one mode, or {"image": ..., "video": ...} (Sa2VA's Qwen flavours)

@@ -18,6 +18,8 @@ from PIL import Image
 from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
+from model.agent.loop import AgentOptions, AgentStep, AgentTurn, agent_texts, describe_step
+from model.agent.plain import PlainVLM
 from model.errors import CheckpointError, InputError
 from model.families import VisionInputs
 from model.loading import load_model_and_processor, pick_dtype
@@ -43,15 +45,30 @@ class Reply:
     warnings: list[str] = field(default_factory=list)
     # what a video turn's session held at its fullest (the memory bound): SAM2 propagation or SAM 3 concept tracking
     video_stats: PropagationStats | ConceptTrackingStats | None = None
+    trace: list[AgentStep] = field(default_factory=list)  # agent mode: every tool call, candidate set and decision
 
 
 class SegChat:
     """A loaded model with its processor; start conversations with `new_conversation()`."""
 
-    def __init__(self, model: SegChatModel, processor: SegChatProcessor,
-                 concepts: str | Path | ConceptSegmenter | None = None, concept_dtype: torch.dtype | None = None):
+    def __init__(self, model: SegChatModel | PlainVLM, processor: SegChatProcessor,
+                 concepts: str | Path | ConceptSegmenter | None = None, concept_dtype: torch.dtype | None = None,
+                 mode: str | None = None, agent_options: AgentOptions | None = None):
+        if mode not in (None, "seg", "agent"):
+            raise ValueError(f'mode is "seg", "agent" or None, got {mode!r}')
+        plain = isinstance(model, PlainVLM)
+        self.mode = mode or ("agent" if plain else "seg")
+        if self.mode == "seg" and plain:
+            raise CheckpointError("This is a plain vision-language model (no [SEG] token, no SAM2): it segments in "
+                                  'agent mode only (mode="agent", with concepts="facebook/sam3" or a SAM 3 folder).')
+        if self.mode == "agent" and concepts is None:
+            raise CheckpointError('Agent mode segments with SAM 3: pass concepts="facebook/sam3" (gated: accept its '
+                                  "licence on the hub) or the path of a local SAM 3 folder.")
+        self.agent_options = agent_options or AgentOptions()
         self.model = model.eval()
         self.processor = processor
+        if self.mode == "agent":
+            processor.system_prompt = agent_texts()["system"]
         self.segmenter = SegEmbeddingSegmenter(model, processor)
         # SAM 3 for concept search: a loaded segmenter, or where to load it from on first use (None: off).
         self.concepts = concepts
@@ -65,7 +82,7 @@ class SegChat:
     def from_pretrained(cls, path_or_id: str | Path, device: str | torch.device | None = None,
                         dtype: str | torch.dtype | None = None, quantization: str | None = None,
                         allow_pickle: bool = False, limits: Limits | None = None,
-                        concepts: str | Path | None = None) -> "SegChat":
+                        concepts: str | Path | None = None, mode: str | None = None) -> "SegChat":
         """Load a checkpoint folder or hub id. `device=None` picks CUDA when present, else CPU; `dtype=None`
         picks bf16 on GPUs that support it, else fp32; `quantization` is None, "4bit" or "8bit" (language
         model only). An official Sa2VA checkpoint is converted once into the cache (`$SEGCHAT_CACHE`, default
@@ -74,10 +91,14 @@ class SegChat:
         `concepts` is the SAM 3 checkpoint for concept search (`conv.find`, `segment.instances()`):
         "facebook/sam3" (gated: accept its licence on the hub), a local folder, or None (off). It is loaded on
         first use, on the same device, in the same dtype (unquantized); if it cannot be, that use raises
-        `CheckpointError` and everything else keeps working."""
+        `CheckpointError` and everything else keeps working.
+
+        `mode`: "seg" (answers with `[SEG]` masks), "agent" (the VLM calls SAM 3 as a tool, see `model.agent`;
+        needs `concepts`), or None: "agent" for a plain VLM checkpoint (no `[SEG]`, no SAM2, e.g.
+        Qwen/Qwen3-VL-4B-Instruct), else "seg"."""
         model, processor = load_model_and_processor(path_or_id, device, dtype, quantization, allow_pickle, limits)
         concept_dtype = pick_dtype(dtype, model.get_input_embeddings().weight.device)
-        return cls(model, processor, concepts, concept_dtype)
+        return cls(model, processor, concepts, concept_dtype, mode)
 
     @property
     def limits(self) -> Limits:
@@ -234,6 +255,9 @@ class Conversation:
             video_run = self._follow_up_options(video_options)
         else:
             history, vision = processor.conversation_start(), media.vision
+        if self.chat.mode == "agent" and media is not None:
+            yield from self._agent_turn(text, media, history)
+            return
         prompt_ids = history + processor.user_turn(text, vision)
 
         with self.chat.lock:
@@ -241,6 +265,42 @@ class Conversation:
             reply = self._reply(new_ids, seg_states, media, video_run)
         self.media = media
         self.history = prompt_ids + processor.closed_answer(new_ids)
+        self.last_reply = reply
+        self.unsent_media = None
+        yield reply
+
+    def _agent_turn(self, text: str, media: "ImageMedia | VideoMedia", history: list[int]
+                    ) -> Iterator["str | Reply"]:
+        """An agent-mode turn (see `model.agent.loop`): yields a line per step, then the `Reply` with its trace."""
+        if not isinstance(media, ImageMedia):
+            raise InputError("Agent mode works on images; for a video, use a [SEG] model or conv.find(...).")
+        chat, processor = self.chat, self.chat.processor
+
+        def generate(round_text: str, image: Image.Image) -> list[int]:
+            vision = media.vision if image is media.image else processor.encode_images([image])
+            return chat.generate(history + processor.user_turn(round_text, vision), vision)[0]
+
+        def find(phrases: list[str]) -> list[Segment]:
+            segmenter = chat.concept_segmenter
+            if media.concept_features is None:
+                media.concept_features = segmenter.encode(media.image)
+            return segmenter.segment(media.concept_features, ConceptPrompts([ConceptPrompt(p) for p in phrases]))
+
+        turn = AgentTurn(text, media.image, generate, lambda ids: processor.decode_answer(ids).text, find,
+                         chat.agent_options)
+        lines: list[str] = []
+        with chat.lock:
+            for item in turn.run():
+                if isinstance(item, AgentStep):
+                    lines.append(describe_step(item))
+                    yield "\n".join(lines)
+                else:
+                    outcome = item
+        answer_ids = processor.prompts.data(outcome.answer)
+        reply = Reply(outcome.answer, answer_ids, outcome.segments, outcome.warnings, trace=outcome.trace)
+        self._offer_instances(reply, media)
+        self.media = media
+        self.history = history + processor.user_turn(text) + processor.closed_answer(answer_ids)
         self.last_reply = reply
         self.unsent_media = None
         yield reply

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from model.agent.plain import PlainVLM, is_plain_vlm, plain_config
 from model.config import SegChatConfig
 from model.errors import CheckpointError
 from model.modeling import VISION_PREFIXES, SegChatModel
@@ -210,13 +211,16 @@ def quantization_config(kind: str | None, compute_dtype: torch.dtype):
 def load_model_and_processor(path_or_id: str | Path, device: str | torch.device | None = None,
                              dtype: str | torch.dtype | None = None, quantization: str | None = None,
                              allow_pickle: bool = False,
-                             limits: Limits | None = None) -> tuple[SegChatModel, SegChatProcessor]:
-    """A checkpoint's model and processor (see `SegChat.from_pretrained` for the arguments); failures raise
-    `CheckpointError`."""
+                             limits: Limits | None = None) -> tuple[SegChatModel | PlainVLM, SegChatProcessor]:
+    """A checkpoint's model and processor (see `SegChat.from_pretrained` for the arguments): a SegChat or Sa2VA
+    checkpoint, or a plain native VLM (`PlainVLM`, for agent mode); failures raise `CheckpointError`."""
     device = pick_device(device)
     dtype = pick_dtype(dtype, device)
-    folder = prepare_checkpoint(path_or_id, allow_pickle, dtype)
     quant = quantization_config(quantization, dtype)
+    folder = resolve_source(path_or_id)
+    if is_plain_vlm(read_config(folder)):
+        return _load_plain(folder, device, dtype, quant, allow_pickle, limits)
+    folder = prepare_checkpoint(folder, allow_pickle, dtype)
     with reporting(f"The model in {folder}"):
         model = SegChatModel.from_pretrained(folder, dtype=dtype, device_map=str(device), quantization_config=quant,
                                              use_safetensors=None if allow_pickle else True,
@@ -224,3 +228,21 @@ def load_model_and_processor(path_or_id: str | Path, device: str | torch.device 
     with reporting(f"The tokenizer or image processor in {folder}"):
         processor = SegChatProcessor.from_pretrained(folder, model.config, limits)
     return model, processor
+
+
+def _load_plain(folder: Path, device: torch.device, dtype: torch.dtype, quant, allow_pickle: bool,
+                limits: Limits | None) -> tuple[PlainVLM, SegChatProcessor]:
+    """A native instruct VLM (Qwen2.5-VL, Qwen3-VL, InternVL in transformers' layout) and its processor."""
+    from transformers import AutoModelForImageTextToText
+
+    check_weights_format(folder, allow_pickle)
+    check_files(folder)
+    refuse_custom_code(folder)
+    with reporting(f"The vision-language model in {folder}"):
+        config = plain_config(folder)
+        vlm = AutoModelForImageTextToText.from_pretrained(
+            folder, dtype=dtype, device_map=str(device), quantization_config=quant,
+            use_safetensors=None if allow_pickle else True, trust_remote_code=False)
+    with reporting(f"The tokenizer or image processor in {folder}"):
+        processor = SegChatProcessor.from_pretrained(folder, config, limits)
+    return PlainVLM(vlm, config), processor

@@ -49,8 +49,8 @@ class SegChatProcessor:
         self.prompts = PromptBuilder(tokenizer, load_template(config.template), load_media_layout(config.family))
         self.family = make_family(config, self.prompts, image_processor)
         self.system_prompt = default_system_prompt() if system_prompt is None else system_prompt
-        self.seg_token_id = tokenizer.convert_tokens_to_ids(config.seg_token)
-        if self.seg_token_id is None or self.seg_token_id == tokenizer.unk_token_id:
+        self.seg_token_id = None if config.seg_token is None else tokenizer.convert_tokens_to_ids(config.seg_token)
+        if config.seg_token is not None and self.seg_token_id in (None, tokenizer.unk_token_id):
             raise ValueError(f"The tokenizer has no {config.seg_token} token.")
         self.markup = MarkupIds.from_tokenizer(tokenizer, config.seg_token, self.prompts.stop_ids)
         vlm_config = config.vlm_config

@@ -1,6 +1,9 @@
 """Tiny random SegChat checkpoints for tests and demos: no network, built in seconds.
 
-    python -m model.tiny OUT_DIR --family {internvl,qwen2_5_vl,qwen3_vl,sam3,sam3_video}
+    python -m model.tiny OUT_DIR --family {internvl,qwen2_5_vl,qwen3_vl,sam3,sam3_video} [--plain]
+
+`--plain` writes the family's plain VLM (no `[SEG]`, no SAM2: the layout of the hub's instruct models), which
+`SegChat.from_pretrained(OUT_DIR, concepts=SAM3_DIR)` loads in agent mode.
 
 `--family sam3` writes a tiny random SAM 3 detector (image concept segmentation: `Sam3Model` + `Sam3Processor`);
 `--family sam3_video` writes the published layout (`Sam3VideoModel`: detector + tracker, with both processors) that
@@ -53,8 +56,10 @@ TEXT_DIMS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num
                  num_key_value_heads=2, head_dim=16)
 
 
-def build_tokenizer(family: str, vocab_size: int = 400, corpus: list[str] | None = None) -> PreTrainedTokenizerFast:
-    """A byte-level BPE trained in-process, with the family's chat, media and segmentation tokens.
+def build_tokenizer(family: str, vocab_size: int = 400, corpus: list[str] | None = None,
+                    seg_tokens: bool = True) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained in-process, with the family's chat and media tokens, and the segmentation tokens
+    unless `seg_tokens` is False (a plain VLM's layout).
 
     `corpus` adds training text (e.g. a task's instructions and answers, so its words become single tokens)."""
     bpe = Tokenizer(models.BPE())
@@ -63,7 +68,8 @@ def build_tokenizer(family: str, vocab_size: int = 400, corpus: list[str] | None
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     bpe.train_from_iterator(_CORPUS * 4 + list(corpus or []), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    tokenizer.add_special_tokens({"additional_special_tokens": CHAT_TOKENS + MEDIA_TOKENS[family] + SEG_TOKENS})
+    extra = CHAT_TOKENS + MEDIA_TOKENS[family] + (SEG_TOKENS if seg_tokens else [])
+    tokenizer.add_special_tokens({"additional_special_tokens": extra})
     return tokenizer
 
 
@@ -169,6 +175,22 @@ def build_tiny(out_dir: str | Path, family: str = "qwen2_5_vl", seed: int = 0, c
     return out_dir
 
 
+def build_tiny_plain(out_dir: str | Path, family: str = "qwen3_vl", seed: int = 0) -> Path:
+    """Write a random-weight plain VLM (no `[SEG]`, no SAM2) in the layout of the hub's instruct models: the
+    transformers VLM, its tokenizer and (Qwen families) image processor. It loads in agent mode."""
+    out_dir = Path(out_dir)
+    tokenizer = build_tokenizer(family, seg_tokens=False)
+    torch.manual_seed(seed)
+    config = tiny_config(family, tokenizer)
+    SegChatModel(config).vlm.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    if family != "internvl":
+        Qwen2VLImageProcessor(patch_size=config.vlm_config.vision_config.patch_size, merge_size=2,
+                              temporal_patch_size=2, min_pixels=config.qwen_min_pixels,
+                              max_pixels=config.qwen_max_pixels).save_pretrained(out_dir)
+    return out_dir
+
+
 SAM3_CORPUS = ["a yellow school bus", "the red car, the blue cup, a spoon, a dog, a cat, a person, an apple",
                "every object: shape, circle, square, triangle, fruit, bottle, chair, table, tree, visual"]
 SAM3_IMAGE_SIZE = 112
@@ -256,9 +278,13 @@ def main() -> None:
     parser.add_argument("out_dir")
     parser.add_argument("--family", choices=[*FAMILIES, "sam3", "sam3_video"], default="qwen2_5_vl")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plain", action="store_true",
+                        help="a plain VLM (no [SEG], no SAM2; the hub instruct layout) that loads in agent mode")
     args = parser.parse_args()
     if args.family in ("sam3", "sam3_video"):
         print(build_tiny_sam3(args.out_dir, args.seed, video=args.family == "sam3_video"))
+    elif args.plain:
+        print(build_tiny_plain(args.out_dir, args.family, args.seed))
     else:
         print(build_tiny(args.out_dir, args.family, args.seed))
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from model.tiny import build_tiny, build_tiny_sam3
+from model.tiny import build_tiny, build_tiny_plain, build_tiny_sam3
 from tests.helpers import FAMILIES, ScriptedAnswer, script
 
 
@@ -21,6 +21,13 @@ def tiny_chats(tiny_dirs):
     from model import SegChat
 
     return {family: SegChat.from_pretrained(path) for family, path in tiny_dirs.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_plain_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny plain VLMs (no [SEG], no SAM2: the hub instruct layout) of every family, for agent mode."""
+    root = tmp_path_factory.mktemp("plain")
+    return {family: build_tiny_plain(root / family, family) for family in FAMILIES}
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import colorsys
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from model.media.masks import erode
 
@@ -94,3 +94,31 @@ def overlay(
         if outline:
             out[_edge(region, thickness)] = rgb
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def numbered_marks(image: np.ndarray, masks: Sequence[np.ndarray], colors: Sequence[Color] | None = None
+                   ) -> np.ndarray:
+    """Set-of-mark prompting: `overlay` of the masks, each with its number (1, 2, ...) in a label at the centre of
+    its box, white on the mask's colour with a black frame. Labels are 1/20 of the short side tall (12 px at least)."""
+    colors = colors_for(len(masks), colors)
+    marked = Image.fromarray(overlay(image, masks, colors))
+    draw = ImageDraw.Draw(marked)
+    size = max(12, min(image.shape[:2]) // 20)
+    font = ImageFont.load_default(size=size)
+    for number, (mask, color) in enumerate(zip(masks, colors), start=1):
+        centre = mark_centre(mask)
+        if centre is None:
+            continue
+        left, top, right, bottom = draw.textbbox(centre, str(number), font=font, anchor="mm")
+        pad = max(2, size // 5)
+        draw.rectangle((left - pad, top - pad, right + pad, bottom + pad), fill=color, outline=(0, 0, 0))
+        draw.text(centre, str(number), font=font, fill=(255, 255, 255), anchor="mm")
+    return np.asarray(marked)
+
+
+def mark_centre(mask: np.ndarray) -> tuple[float, float] | None:
+    """(x, y) where a mask's number is drawn: the centre of its box; None for an empty mask."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
+    return (float(xs.min() + xs.max() + 1) / 2, float(ys.min() + ys.max() + 1) / 2)
