@@ -28,6 +28,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="SegChat: chat with a model that answers with segmentation masks.")
     parser.add_argument("--model", default=os.environ.get("SEGCHAT_MODEL", DEFAULT_MODEL),
                         help=f"Hugging Face hub id or local checkpoint folder (default: {DEFAULT_MODEL})")
+    parser.add_argument("--agent", default=None, metavar="VLM",
+                        help="serve a plain vision-language model (hub id or folder, e.g. "
+                             "Qwen/Qwen3-VL-4B-Instruct) in agent mode: it segments by calling SAM 3 (--concepts) "
+                             "as a tool; replaces --model")
     parser.add_argument("--demo", action="store_true",
                         help="serve the tiny demo model trained on synthetic shapes (built on first use)")
     parser.add_argument("--quantization", choices=["none", "4bit", "8bit"], default=None,
@@ -80,12 +84,13 @@ def load_chat(args: argparse.Namespace):
     from model.errors import SegChatError
     from model.inference import SegChat
 
-    source = _demo_checkpoint() if args.demo else args.model
+    source = args.agent or (_demo_checkpoint() if args.demo else args.model)
     quantization = choose_quantization(args.quantization, args.device)
     print(f"Loading {source} (quantization: {quantization or 'none'})...", file=sys.stderr)
     try:
         concepts = None if args.concepts.lower() == "none" else args.concepts
-        return SegChat.from_pretrained(source, device=args.device, quantization=quantization, concepts=concepts)
+        return SegChat.from_pretrained(source, device=args.device, quantization=quantization, concepts=concepts,
+                                       mode="agent" if args.agent else None)
     except SegChatError as err:
         raise SystemExit(f"Could not load the model: {err}") from None
 

@@ -21,6 +21,7 @@ from chat.render import colored_answer_html, legend_html
 from chat.session import Media, Result, Session, Turn
 from chat.settings import AppSettings
 from chat.views import write_canvas, write_result_files
+from model.agent.loop import AgentStep
 from model.errors import InputError, SegChatError
 from model.inference import Reply
 from model.media.export import Progress
@@ -68,7 +69,22 @@ def _answer_html(turn: Turn) -> str:
     answer = colored_answer_html(turn.answer, labels, palette(len(labels)))
     if turn.stopped:
         answer += " <em>(stopped)</em>"
+    if turn.trace:
+        steps = "".join(f"<li>{html.escape(line)}</li>" for line in turn.trace)
+        answer += f"<details><summary>How I found it</summary><ol>{steps}</ol></details>"
     return answer
+
+
+def trace_lines(steps: Sequence[AgentStep]) -> list[str]:
+    """An agent turn's trace as the app shows it: every tool call, candidate set and decision."""
+    lines = []
+    for step in steps:
+        if step.kind == "candidates":
+            found = ", ".join(f"{n}: {phrase} ({score:.2f})" for n, phrase, score in step.candidates)
+            lines.append(f"SAM 3 found {found}" if found else "SAM 3 found nothing")
+        elif step.kind != "answer":
+            lines.append(f"{step.kind}: {step.text}")
+    return lines
 
 
 def messages(session: Session) -> list[Message]:
@@ -156,6 +172,7 @@ def ask(session: Session, text: str, files: Sequence[str | Path] | None = None,
                 session.media = _media(upload.name, media_args, session)
             media = session.media
             turn.warnings = notices + list(reply.warnings)
+            turn.trace = trace_lines(reply.trace)
             turn.result = _result(media, reply) if media is not None else None
             if turn.result is not None:
                 write_result_files(session, turn.result, progress)

@@ -80,6 +80,7 @@ class Turn:
     warnings: list[str] = field(default_factory=list)
     result: Result | None = None
     stopped: bool = False
+    trace: list[str] = field(default_factory=list)  # agent mode: one line per tool call and decision
     # The conversation and media before this turn, so undo/retry can go back to them.
     conversation_before: Conversation | None = None
     media_before: Media | None = None

@@ -69,3 +69,15 @@ def scripted():
     yield apply
     for chat in touched:
         chat.generate_options = {}
+
+
+@pytest.fixture(scope="session")
+def agent_chat(tiny_plain_dirs, tiny_sam3_dir):
+    """A tiny plain qwen3_vl in agent mode with its own tiny SAM 3, whose random instances all pass the
+    thresholds (drive it with `tests.helpers.scripted_rounds`)."""
+    from model import SegChat
+    from model.segmenters.concepts import ConceptOptions
+
+    chat = SegChat.from_pretrained(tiny_plain_dirs["qwen3_vl"], concepts=tiny_sam3_dir)
+    chat.concept_segmenter.options = ConceptOptions(score=0.0, presence=0.0)
+    return chat

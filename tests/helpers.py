@@ -74,6 +74,27 @@ class ScriptedAnswer(LogitsProcessor):
         return forced
 
 
+@contextmanager
+def scripted_rounds(chat, *answers: str) -> Iterator[list]:
+    """While active, the chat's k-th generation answers `answers[k]` (agent turns generate several times); yields
+    the list of the `VisionInputs` each generation saw."""
+    seen: list = []
+    queue = list(answers)
+    original = chat.generate
+
+    def generate(prompt_ids, vision, *args, **kwargs):
+        chat.generate_options = {"logits_processor": [ScriptedAnswer(script(chat, queue.pop(0)))]}
+        seen.append(vision)
+        return original(prompt_ids, vision, *args, **kwargs)
+
+    chat.generate = generate
+    try:
+        yield seen
+    finally:
+        del chat.generate
+        chat.generate_options = {}
+
+
 def script(chat, text: str) -> list[int]:
     """Token ids of an answer written with markup, e.g. 'It is <p>red</p> [SEG].<|im_end|>'."""
     return chat.processor.tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -289,3 +289,18 @@ def test_find_all_on_a_video_tracks_every_instance_into_the_overlay_and_download
         assert all(len(o["segmentations"]) == SETTINGS.video_max_frames and o["score"] > 0 for o in objects)
     finally:
         segmenter.options = ConceptOptions()
+
+
+def test_an_agent_turn_shows_its_answer_masks_and_how_it_found_them(agent_chat, tmp_path):
+    from tests.helpers import scripted_rounds
+
+    session = Session(agent_chat)
+    call = '<tool_call>{"name": "segment", "arguments": {"phrases": ["cup"]}}</tool_call><|im_end|>'
+    keep = '<tool_call>{"name": "keep", "arguments": {"candidates": [1, 2]}}</tool_call><|im_end|>'
+    with scripted_rounds(agent_chat, call, keep, "Two cups.<|im_end|>"):
+        updates = run(handlers.ask(session, "Which things hold coffee?", [write_image(tmp_path / "a.png")]))
+    assert any("Looking for “cup”…" in str(update) for update in updates)  # the steps stream
+    answer = next(m["content"] for m in updates[-1] if m["role"] == "assistant" and isinstance(m["content"], str))
+    assert ">Two cups.</span><details><summary>How I found it</summary>" in answer
+    assert "SAM 3 found 1: cup" in answer and "keep: &lt;tool_call&gt;" in answer  # model text is escaped
+    assert session.last_result.labels == ["cup", "cup"] and session.last_result.overlay.exists()

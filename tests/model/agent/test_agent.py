@@ -1,6 +1,8 @@
 """Agent mode on a tiny random plain VLM and a tiny random SAM 3: the model's outputs are scripted round by round
 (a logits processor forces each answer), so every path of the loop runs with known tool calls."""
 
+from contextlib import ExitStack
+
 import numpy as np
 import pytest
 import torch
@@ -8,11 +10,8 @@ from PIL import Image
 
 from model import CheckpointError, SegChat
 from model.agent.loop import AgentOptions
-from model.segmenters.concepts import ConceptOptions, ConceptPrompt, ConceptPrompts
-from tests.helpers import FAMILIES, ScriptedAnswer, script, write_image
-
-PERMISSIVE = ConceptOptions(score=0.0, presence=0.0)  # a random SAM 3's instances all pass
-
+from model.segmenters.concepts import ConceptPrompt, ConceptPrompts
+from tests.helpers import FAMILIES, scripted_rounds, write_image
 
 def segment(*phrases: str) -> str:
     quoted = ", ".join(f'"{p}"' for p in phrases)
@@ -26,35 +25,12 @@ def keep(*numbers: int) -> str:
 NONE = '<tool_call>{"name": "none", "arguments": {}}</tool_call><|im_end|>'
 
 
-@pytest.fixture(scope="module")
-def agent_chat(tiny_plain_dirs, tiny_sam3_dir):
-    chat = SegChat.from_pretrained(tiny_plain_dirs["qwen3_vl"], concepts=tiny_sam3_dir)
-    chat.concept_segmenter.options = PERMISSIVE
-    return chat
-
-
 @pytest.fixture
 def rounds(agent_chat):
-    """`rounds(*answers)`: the k-th generation of the chat answers `answers[k]`; returns the list of images each
-    generation saw (as arrays)."""
-    seen: list[np.ndarray] = []
-    original = agent_chat.generate
-
-    def apply(*answers: str) -> list[np.ndarray]:
-        queue = list(answers)
-
-        def generate(prompt_ids, vision, *args, **kwargs):
-            answer = queue.pop(0)
-            agent_chat.generate_options = {"logits_processor": [ScriptedAnswer(script(agent_chat, answer))]}
-            seen.append(vision)
-            return original(prompt_ids, vision, *args, **kwargs)
-
-        agent_chat.generate = generate
-        return seen
-
-    yield apply
-    del agent_chat.generate
-    agent_chat.generate_options = {}
+    """`rounds(*answers)`: the k-th generation of the chat answers `answers[k]`; returns the `VisionInputs` each
+    generation saw."""
+    with ExitStack() as stack:
+        yield lambda *answers: stack.enter_context(scripted_rounds(agent_chat, *answers))
     agent_chat.agent_options = AgentOptions()
 
 
