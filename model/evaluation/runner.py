@@ -12,6 +12,7 @@ from PIL import Image
 
 from model.data.sample import Sample
 from model.evaluation.scoring import RULES, Scored, score, summarize
+from model.inference import Reply
 from model.media.image import load_image
 from model.media.masks import decode_rle
 from model.media.render import overlay
@@ -26,14 +27,21 @@ def _video_source(path: Path):
     return path
 
 
-def predict(chat, sample: Sample) -> tuple[str, list[np.ndarray]]:
-    """The freely generated answer to `sample`'s instruction in a fresh conversation, and its masks."""
+def predict(chat, sample: Sample) -> Reply:
+    """The freely generated reply to `sample`'s instruction in a fresh conversation."""
     conversation = chat.new_conversation()
     if sample.masks and sample.masks[0].ndim == 3:
-        reply = conversation.ask(sample.instruction, video=_video_source(sample.media_path))
-    else:
-        reply = conversation.ask(sample.instruction, image=sample.media_path)
-    return reply.text, [np.asarray(s.mask, dtype=bool) for s in reply.segments]
+        return conversation.ask(sample.instruction, video=_video_source(sample.media_path))
+    return conversation.ask(sample.instruction, image=sample.media_path)
+
+
+def agent_counts(reply: Reply) -> dict[str, int]:
+    """An agent turn's tool calls (segment, keep, none) and rounds (generations); empty for a [SEG] model."""
+    if not reply.trace:
+        return {}
+    kinds = [step.kind for step in reply.trace]
+    return {"tool_calls": sum(k in ("segment", "keep", "none") for k in kinds),
+            "rounds": sum(k != "candidates" for k in kinds)}
 
 
 def evaluate_indices(chat, samples: Sequence[Sample], indices: Sequence[int], empty_iou: float = 1.0,
@@ -43,9 +51,12 @@ def evaluate_indices(chat, samples: Sequence[Sample], indices: Sequence[int], em
     results = []
     for i in tqdm(indices, desc="evaluate", disable=not progress):
         sample = samples[i]
-        text, preds = predict(chat, sample)
+        reply = predict(chat, sample)
+        preds = [np.asarray(s.mask, dtype=bool) for s in reply.segments]
         group = sample.meta.get("split", sample.meta.get("template"))
-        results.append(score(i, group, text, preds, sample.masks, sample.ignore, empty_iou))
+        scored = score(i, group, reply.text, preds, sample.masks, sample.ignore, empty_iou)
+        scored.agent = agent_counts(reply)
+        results.append(scored)
     return results
 
 

@@ -48,6 +48,7 @@ class Scored:
     gt: dict | None = None
     ignore: dict | None = None
     video: dict[str, float] = field(default_factory=dict)  # J, F, JF
+    agent: dict[str, int] = field(default_factory=dict)  # agent mode: tool_calls and rounds of the turn
 
 
 def score(index: int, group: str | None, text: str, preds: list[np.ndarray], gts: list[np.ndarray],

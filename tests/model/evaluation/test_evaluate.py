@@ -93,3 +93,41 @@ def test_cli_writes_a_report(tiny_dirs, scenes, tmp_path):
                    "--max-new-tokens", "4", "--limit", "2", "--worst", "1"])
     assert report["metrics"]["n"] == 2
     assert (tmp_path / "report.json").is_file()
+
+
+@pytest.fixture
+def reasonseg(tmp_path):
+    """Two ReasonSeg-format samples (image + json polygons)."""
+    from PIL import Image as PILImage
+
+    folder = tmp_path / "reasonseg"
+    folder.mkdir()
+    for name, square in (("a", [[4, 4], [30, 4], [30, 30], [4, 30]]), ("b", [[20, 10], [60, 10], [60, 40], [20, 40]])):
+        PILImage.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(
+            folder / f"{name}.jpg")
+        (folder / f"{name}.json").write_text(json.dumps({
+            "text": ["what would hold the coffee?"], "is_sentence": True,
+            "shapes": [{"label": "target", "shape_type": "polygon", "points": square}]}))
+    return folder
+
+
+def test_agent_mode_evaluation_records_tool_calls_and_rounds(agent_chat, reasonseg, tmp_path):
+    from tests.helpers import scripted_rounds
+
+    call = '<tool_call>{"name": "segment", "arguments": {"phrases": ["cup"]}}</tool_call><|im_end|>'
+    keep = '<tool_call>{"name": "keep", "arguments": {"candidates": [1]}}</tool_call><|im_end|>'
+    with scripted_rounds(agent_chat, call, keep, "The cup.<|im_end|>", "No idea.<|im_end|>"):
+        report = run(agent_chat, load_dataset(reasonseg), tmp_path, {"model": "tiny"}, progress=False)
+    first, second = report["samples"]
+    assert first["agent"] == {"tool_calls": 2, "rounds": 3} and first["n_pred"] == 1 and first["text"] == "The cup."
+    assert second["agent"] == {"tool_calls": 0, "rounds": 1} and second["n_pred"] == 0
+    assert 0.0 <= report["metrics"]["image"]["all"]["giou"] <= 1.0
+
+
+def test_cli_evaluates_a_plain_vlm_in_agent_mode(tiny_plain_dirs, tiny_sam3_dir, reasonseg, tmp_path):
+    from model.evaluate import main
+
+    report = main(["--model", str(tiny_plain_dirs["qwen2_5_vl"]), "--concepts", str(tiny_sam3_dir),
+                   "--data", str(reasonseg), "--out", str(tmp_path), "--max-new-tokens", "4", "--worst", "0"])
+    assert report["mode"] == "agent" and report["metrics"]["n"] == 2
+    assert all(s["agent"]["rounds"] >= 1 for s in report["samples"])
