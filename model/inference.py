@@ -18,7 +18,7 @@ from PIL import Image
 from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from model.agent.loop import AgentOptions, AgentStep, AgentTurn, agent_texts, describe_step
+from model.agent.loop import AgentOptions, AgentStep, AgentTurn, describe_step
 from model.agent.plain import PlainVLM
 from model.errors import CheckpointError, InputError
 from model.families import VisionInputs
@@ -27,6 +27,7 @@ from model.media.image import ImageSource, load_image
 from model.media.masks import mask_box
 from model.modeling import ImageFeatures, SegChatModel
 from model.processing import Limits, SegChatProcessor
+from model.prompting import agent_texts
 from model.sa2va.official import predict_forward
 from model.segmenters import Box, Segment, SegEmbeddingSegmenter, SegStates
 from model.segmenters.base import found_summary

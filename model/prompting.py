@@ -55,6 +55,11 @@ def load_media_layout(family: str) -> MediaLayout:
     return MediaLayout(**_load("media.json")[family])
 
 
+def agent_texts() -> dict[str, str]:
+    """Agent mode's system prompt and round texts (`prompts/agent.json`, see `model.agent.loop`)."""
+    return dict(_load("agent.json"))
+
+
 def default_system_prompt() -> str:
     return _read("system.txt").strip()
 

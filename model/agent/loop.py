@@ -13,16 +13,15 @@ masks and says so. Every step is recorded in the trace. Round texts are data in 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from importlib.resources import files
 
 import numpy as np
 from PIL import Image
 
 from model.agent.protocol import KeepCall, NoneCall, SegmentCall, ToolCallError, parse_tool_call
 from model.media.render import numbered_marks
+from model.prompting import agent_texts
 from model.segmenters.base import Segment
 from model.segmenters.concepts import ConceptPrompt, ConceptPrompts
 
@@ -53,10 +52,6 @@ class AgentOutcome:
     segments: list[Segment]  # the kept objects, labelled with their phrases
     trace: list[AgentStep]
     warnings: list[str]
-
-
-def agent_texts() -> dict[str, str]:
-    return json.loads(files("prompts").joinpath("agent.json").read_text(encoding="utf-8"))
 
 
 def fill(template: str, **values: str) -> str:
