@@ -205,7 +205,7 @@ def _stream_answer(session: Session, turn: Turn, text: str, media_args: dict):
 
 def find(session: Session, text: str, threshold: float | None = None, progress: Progress | None = None,
          exemplar: int | float | None = None) -> list[Message]:
-    """A "Find all …" turn: every instance of each phrase in `text` in the current image (SAM 3, no language
+    """A "Find all …" turn: every instance of each phrase in `text` in the current image or video (SAM 3, no language
     model), or, with `exemplar`, every instance of the last result's object `exemplar` (its phrase, its mask's
     box as a positive example). The conversation itself does not change, so undo just drops the turn."""
     turn: Turn | None = None
