@@ -4,7 +4,7 @@
 
 A tiny random plain VLM (`model.tiny --plain`, Qwen3-VL layout) and a tiny random SAM 3 (`--family sam3`),
 scripted to search `--rounds` times (a `segment` call per choose round), then keep the first candidate and answer.
-Each VLM forward is timed: the first forward of a generation is its prefill, the others decode one token each.
+Each VLM forward is timed (hooks): the first forward of a generation is its prefill, the others decode one token each.
 SAM 3 is timed in `encode` (the image's vision features) and `segment` (phrases on those features); the count
 of `encode` calls shows the features are computed once per image whatever the number of rounds. Figures:
 medians over `--repeats` turns after one warm-up. The tiny models make this a check of where the time goes and
@@ -55,7 +55,9 @@ def one_turn(chat: SegChat, image: Path, rounds: int) -> dict[str, float]:
     timed(chat.concept_segmenter, "encode", times, "sam3_encode")
     timed(chat.concept_segmenter, "segment", times, "sam3_segment")
     vlm = chat.model.vlm
-    timed(vlm, "forward", times, "forward")
+    started: list[float] = []
+    hooks = [vlm.register_forward_pre_hook(lambda *_: started.append(time.perf_counter())),
+             vlm.register_forward_hook(lambda *_: times["forward"].append(time.perf_counter() - started.pop()))]
     try:
         with scripted_rounds(chat, *script(rounds)):
             scripted = chat.generate
@@ -69,7 +71,9 @@ def one_turn(chat: SegChat, image: Path, rounds: int) -> dict[str, float]:
             reply = chat.new_conversation().ask("Which of these would keep coffee warm?", image=image)
             total = time.perf_counter() - start
     finally:
-        del vlm.forward, chat.concept_segmenter.encode, chat.concept_segmenter.segment
+        del chat.concept_segmenter.encode, chat.concept_segmenter.segment
+        for hook in hooks:
+            hook.remove()
     forwards = times["forward"]
     prefill = sum(forwards[i] for i in generations)
     decode = sum(forwards) - prefill
