@@ -6,7 +6,7 @@
 DATA is a JSONL file, a ReasonSeg folder or a RefCOCO-style folder (see model.data). Prints the metrics and writes
 REPORT_DIR/report.json (gIoU / cIoU overall and per split — ReasonSeg short / long, synthetic templates — J&F for
 video samples, the scoring rules, per-sample IoU and answers, and in agent mode each sample's tool calls and
-rounds) and overlays of the worst cases. Agent mode evaluates image samples (a video sample is refused).
+rounds) and overlays of the worst cases.
 On several GPUs: `accelerate launch -m model.evaluate ...` shards the samples.
 """
 from __future__ import annotations

@@ -272,22 +272,28 @@ class Conversation:
 
     def _agent_turn(self, text: str, media: "ImageMedia | VideoMedia", history: list[int]
                     ) -> Iterator["str | Reply"]:
-        """An agent-mode turn (see `model.agent.loop`): yields a line per step, then the `Reply` with its trace."""
-        if not isinstance(media, ImageMedia):
-            raise InputError("Agent mode works on images; for a video, use a [SEG] model or conv.find(...).")
+        """An agent-mode turn (see `model.agent.loop`): yields a line per step, then the `Reply` with its trace.
+
+        On a video, the plan round sees the video's LLM frames; candidates are marked on its first LLM frame, and
+        the kept objects are then tracked through the clip by SAM 3 (`ConceptTracker.follow`)."""
         chat, processor = self.chat, self.chat.processor
+        video = isinstance(media, VideoMedia)
+        if video and chat.concept_segmenter.tracker is None:
+            raise InputError("This SAM 3 checkpoint has the detector only, so agent mode works on images; "
+                             "videos need the full checkpoint (as facebook/sam3).")
+        picture = media.images[0] if video else media.image  # where candidates are found and marked
 
         def generate(round_text: str, image: Image.Image) -> list[int]:
-            vision = media.vision if image is media.image else processor.encode_images([image])
+            vision = media.vision if image is picture else processor.encode_images([image])
             return chat.generate(history + processor.user_turn(round_text, vision), vision)[0]
 
         def find(phrases: list[str]) -> list[Segment]:
             segmenter = chat.concept_segmenter
             if media.concept_features is None:
-                media.concept_features = segmenter.encode(media.image)
+                media.concept_features = segmenter.encode(picture)
             return segmenter.segment(media.concept_features, ConceptPrompts([ConceptPrompt(p) for p in phrases]))
 
-        turn = AgentTurn(text, media.image, generate, lambda ids: processor.decode_answer(ids).text, find,
+        turn = AgentTurn(text, picture, generate, lambda ids: processor.decode_answer(ids).text, find,
                          chat.agent_options)
         lines: list[str] = []
         with chat.lock:
@@ -297,8 +303,14 @@ class Conversation:
                     yield "\n".join(lines)
                 else:
                     outcome = item
+            segments, stats = outcome.segments, None
+            if video and segments:
+                yield "\n".join([*lines, "Following the chosen objects through the video…"])
+                segments, stats, lost = chat.concept_segmenter.tracker.follow(media.clip, segments,
+                                                                              media.llm_indices[0])
+                outcome.warnings += [f"{label!r} could not be followed through the video." for label in lost]
         answer_ids = processor.prompts.data(outcome.answer)
-        reply = Reply(outcome.answer, answer_ids, outcome.segments, outcome.warnings, trace=outcome.trace)
+        reply = Reply(outcome.answer, answer_ids, segments, outcome.warnings, video_stats=stats, trace=outcome.trace)
         self._offer_instances(reply, media)
         self.media = media
         self.history = history + processor.user_turn(text) + processor.closed_answer(answer_ids)

@@ -81,3 +81,14 @@ def agent_chat(tiny_plain_dirs, tiny_sam3_dir):
     chat = SegChat.from_pretrained(tiny_plain_dirs["qwen3_vl"], concepts=tiny_sam3_dir)
     chat.concept_segmenter.options = ConceptOptions(score=0.0, presence=0.0)
     return chat
+
+
+@pytest.fixture(scope="session")
+def agent_video_chat(tiny_plain_dirs, tiny_sam3_video_dir):
+    """`agent_chat` with the tiny full SAM 3 (detector + tracker): agent turns on videos."""
+    from model import SegChat
+    from model.segmenters.concepts import ConceptOptions
+
+    chat = SegChat.from_pretrained(tiny_plain_dirs["qwen3_vl"], concepts=tiny_sam3_video_dir)
+    chat.concept_segmenter.options = ConceptOptions(score=0.0, presence=0.0)
+    return chat

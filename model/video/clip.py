@@ -181,6 +181,7 @@ class VideoMedia:
     images: list[Image.Image]
     vision: object  # families.VisionInputs of the LLM frames
     sam_features: dict[int, dict] = field(default_factory=dict)  # clip index -> SAM2 features (LLM frames)
+    concept_features: object = None  # SAM 3 features of the first LLM frame (agent mode marks candidates on it)
 
     @property
     def options(self) -> VideoOptions:

@@ -24,8 +24,9 @@ from transformers import Sam3VideoInferenceSession, Sam3VideoModel, Sam3VideoPro
 
 from model.errors import InputError
 from model.media.masks import VideoMask
+from model.media.render import fit_mask
 from model.segmenters.base import Segment
-from model.segmenters.concepts import ConceptPrompts, ConceptSegmenter
+from model.segmenters.concepts import ConceptPrompt, ConceptPrompts, ConceptSegmenter
 from model.video.clip import VideoClip
 
 
@@ -102,6 +103,27 @@ class ConceptTracker:
         stats.instances = session.max_obj_id + 1
         segmented = min((m.segmented_frames() for m in masks.values()), default=clip.length)
         return self._segments(session, phrases, masks, scores, clip, segmented), stats
+
+    def follow(self, clip: VideoClip, kept: list[Segment], t: int
+               ) -> tuple[list[Segment], ConceptTrackingStats, list[str]]:
+        """Objects chosen on clip frame t (image masks, labelled with their phrases) followed through the clip:
+        their phrases are tracked, and each chosen object becomes the track of its phrase whose mask on frame t
+        overlaps it most (IoU at least 0.5). Returns those tracks, the tracking stats, and the labels of chosen
+        objects no track matched."""
+        phrases = list(dict.fromkeys(s.label or "" for s in kept))
+        tracked, stats = self.track(clip, ConceptPrompts([ConceptPrompt(p) for p in phrases]))
+        followed: list[Segment] = []
+        lost: list[str] = []
+        for chosen in kept:
+            mask = fit_mask(chosen.mask, clip.size)
+            overlaps = [(_iou(mask, track.mask[t]), i) for i, track in enumerate(tracked)
+                        if track.found and track.label == chosen.label and track not in followed]
+            overlap, best = max(overlaps, default=(0.0, -1))
+            if overlap >= 0.5:
+                followed.append(tracked[best])
+            else:
+                lost.append(chosen.label or "object")
+        return followed, stats, lost
 
     def _session(self, clip: VideoClip, phrases: list[str]) -> Sam3VideoInferenceSession:
         device = self.device
@@ -190,6 +212,11 @@ class ConceptTracker:
                 found = [Segment(empty, 0.0, phrase, -math.inf, found=False)]
             segments.extend(found)
         return segments
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
 def _logit(p: float) -> float:

@@ -11,6 +11,7 @@ from PIL import Image
 from model import CheckpointError, SegChat
 from model.agent.loop import AgentOptions
 from model.segmenters.concepts import ConceptPrompt, ConceptPrompts
+from model.video.clip import VideoClip, VideoOptions
 from tests.helpers import FAMILIES, scripted_rounds, write_image
 
 def segment(*phrases: str) -> str:
@@ -46,8 +47,8 @@ def kinds(reply) -> list[str]:
 def best(chat, phrase: str, n: int, photo) -> list[np.ndarray]:
     """The masks of the n best instances SAM 3 finds for `phrase` (what the agent's marks 1..n are)."""
     segmenter = chat.concept_segmenter
-    found = segmenter.segment(segmenter.encode(Image.open(photo).convert("RGB")),
-                              ConceptPrompts([ConceptPrompt(phrase)]))
+    image = photo if isinstance(photo, Image.Image) else Image.open(photo).convert("RGB")
+    found = segmenter.segment(segmenter.encode(image), ConceptPrompts([ConceptPrompt(phrase)]))
     return [s.mask for s in sorted(found, key=lambda s: -s.score)[:n]]
 
 
@@ -134,3 +135,28 @@ def test_tool_calls_stream_as_steps(agent_chat, rounds, photo):
     items = list(agent_chat.new_conversation().ask_stream("Find the cup.", image=photo))
     assert items[0] == "Looking for “cup”…" and "10 candidates found." in items[1]
     assert items[-1].text == "Here it is." and items[-2].endswith("Here it is.")
+
+
+def test_on_a_video_the_kept_objects_are_tracked_through_the_clip(agent_video_chat):
+    base = np.random.default_rng(0).integers(0, 255, (60, 86, 3), dtype=np.uint8)
+    frames = [Image.fromarray(np.ascontiguousarray(base[:, t:t + 80])) for t in range(6)]
+    chat = agent_video_chat
+    # Which first-frame candidates survive tracking is up to the random SAM 3 (its hot-start removes overlapping
+    # tracks): find one that does and one that does not, and keep both.
+    candidates = best(chat, "cup", 10, frames[0])
+    tracks, _ = chat.concept_segmenter.tracker.track(VideoClip(frames, VideoOptions()),
+                                                     ConceptPrompts([ConceptPrompt("cup")]))
+    followed = [any((m & t.mask[0]).sum() >= 0.5 * (m | t.mask[0]).sum() > 0 for t in tracks if t.found)
+                for m in candidates]
+    survivor, dropped = followed.index(True) + 1, followed.index(False) + 1
+    with scripted_rounds(chat, segment("cup"), keep(survivor, dropped), "Two cups.<|im_end|>") as seen:
+        reply = chat.new_conversation().ask("Which things hold coffee?", video=frames)
+    assert kinds(reply) == ["segment", "candidates", "keep", "answer"]
+    # the plan round saw the video's five LLM frames; the later rounds one marked frame
+    assert [len(v.tensors["image_grid_thw"]) for v in seen] == [5, 1, 1]
+    assert reply.warnings == ["'cup' could not be followed through the video."]
+    [tracked] = reply.segments
+    assert tracked.label == "cup" and tracked.mask.shape == (6, 60, 80) and tracked.instance_id is not None
+    mask = candidates[survivor - 1]
+    assert (tracked.mask[0] & mask).sum() >= 0.5 * (tracked.mask[0] | mask).sum()
+    assert reply.video_stats.frames_processed == 6
