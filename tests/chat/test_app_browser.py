@@ -6,7 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.helpers import serving, serving_concepts
-from tests.helpers import shared_path, write_image
+from tests.helpers import scripted_rounds, shared_path, write_image
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -100,3 +100,16 @@ def test_find_every_one_shows_every_instance_in_the_legend(page, concept_url, tm
     check_downloads(page)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app_find_every.png"), full_page=True)
+
+
+def test_an_agent_answer_shows_how_it_found_the_objects(page, agent_chat, tmp_path):
+    call = '<tool_call>{"name": "segment", "arguments": {"phrases": ["cup"]}}</tool_call><|im_end|>'
+    keep = '<tool_call>{"name": "keep", "arguments": {"candidates": [1, 2]}}</tool_call><|im_end|>'
+    with serving(agent_chat) as address, scripted_rounds(agent_chat, call, keep, "Two cups.<|im_end|>"):
+        send(page, address, write_image(tmp_path / "cups.png", 96, 64), "Which things hold coffee?")
+        summary = page.locator("#chatbot summary", has_text="How I found it")
+        expect(summary).to_be_visible(timeout=60_000)
+        expect(page.locator("#chatbot details li").first).not_to_be_visible()  # folded until asked
+        summary.click()
+        expect(page.locator("#chatbot details")).to_contain_text("SAM 3 found 1: cup")
+        expect(page.locator("#legend")).to_contain_text("cup")
