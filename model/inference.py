@@ -264,6 +264,9 @@ class Conversation:
         with self.chat.lock:
             new_ids, seg_states = yield from self._generate_streaming(prompt_ids, media)
             reply = self._reply(new_ids, seg_states, media, video_run)
+        if self.chat.mode == "agent" and "<tool_call>" in reply.text:  # no media, so no tool to call
+            reply.text = reply.text.split("<tool_call>")[0].strip() or "Please send an image to look at."
+            reply.warnings.append("There is no image in this conversation, so nothing was segmented.")
         self.media = media
         self.history = prompt_ids + processor.closed_answer(new_ids)
         self.last_reply = reply

@@ -10,7 +10,7 @@ from PIL import Image
 
 from model import CheckpointError, SegChat
 from model.agent.loop import AgentOptions
-from model.segmenters.concepts import ConceptPrompt, ConceptPrompts
+from model.segmenters.concepts import ConceptOptions, ConceptPrompt, ConceptPrompts
 from model.video.clip import VideoClip, VideoOptions
 from tests.helpers import FAMILIES, scripted_rounds, write_image
 
@@ -160,3 +160,33 @@ def test_on_a_video_the_kept_objects_are_tracked_through_the_clip(agent_video_ch
     mask = candidates[survivor - 1]
     assert (tracked.mask[0] & mask).sum() >= 0.5 * (tracked.mask[0] | mask).sum()
     assert reply.video_stats.frames_processed == 6
+
+
+def test_without_an_image_a_tool_call_is_not_shown_and_nothing_is_segmented(agent_chat, rounds):
+    rounds(segment("cup"))
+    reply = agent_chat.new_conversation().ask("Find the cup.")
+    assert reply.text == "Please send an image to look at." and reply.segments == []
+    assert reply.warnings == ["There is no image in this conversation, so nothing was segmented."]
+
+
+def test_an_absent_concept_gives_no_candidates_and_an_honest_answer(agent_chat, rounds, photo):
+    segmenter = agent_chat.concept_segmenter
+    permissive = segmenter.options
+    segmenter.options = ConceptOptions(score=0.0, presence=1.0)  # no phrase is present
+    try:
+        rounds(segment("giraffe"), NONE, "There is no giraffe.<|im_end|>")
+        reply = agent_chat.new_conversation().ask("Where is the giraffe?", image=photo)
+    finally:
+        segmenter.options = permissive
+    assert kinds(reply) == ["segment", "candidates", "none", "answer"] and reply.trace[1].candidates == []
+    assert reply.segments == [] and reply.text == "There is no giraffe."
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_native_family_runs_the_loop(family, tiny_plain_dirs, tiny_sam3_dir, photo):
+    chat = SegChat.from_pretrained(tiny_plain_dirs[family], concepts=tiny_sam3_dir)
+    chat.concept_segmenter.options = ConceptOptions(score=0.0, presence=0.0)
+    with scripted_rounds(chat, segment("cup"), keep(1), "The cup.<|im_end|>"):
+        reply = chat.new_conversation().ask("Which thing holds coffee?", image=photo)
+    assert kinds(reply) == ["segment", "candidates", "keep", "answer"] and reply.text == "The cup."
+    assert [s.label for s in reply.segments] == ["cup"] and reply.segments[0].mask.shape == (60, 80)
