@@ -292,6 +292,9 @@ def _require_result(session: Session) -> Result:
 def refine(session: Session, index: int | float | None, x: float, y: float, include: bool = True) -> Result:
     """Add a click on the last result's image and re-decode object `index` from all its clicks so far."""
     result = _require_result(session)
+    if session.chat.model.sam2 is None:
+        raise InputError("Clicks are decoded by SAM2, which a plain vision-language model in agent mode does not "
+                         "have: ask again in other words, or use “Find all” to look for other phrases.")
     if result.media.kind != "image" or result.media is not session.media:
         raise InputError("Clicks refine the masks of the current image; video masks cannot be refined here.")
     i = inputs.object_index(index, len(result.masks))

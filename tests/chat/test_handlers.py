@@ -304,3 +304,5 @@ def test_an_agent_turn_shows_its_answer_masks_and_how_it_found_them(agent_chat, 
     assert ">Two cups.</span><details><summary>How I found it</summary>" in answer
     assert "SAM 3 found 1: cup" in answer and "keep: &lt;tool_call&gt;" in answer  # model text is escaped
     assert session.last_result.labels == ["cup", "cup"] and session.last_result.overlay.exists()
+    with pytest.raises(InputError, match="SAM2, which a plain vision-language model"):
+        handlers.refine(session, 0, 5, 5)
