@@ -26,12 +26,12 @@ def parse_size(text: str) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="SegChat: chat with a model that answers with segmentation masks.")
-    parser.add_argument("--model", default=os.environ.get("SEGCHAT_MODEL", DEFAULT_MODEL),
+    parser.add_argument("--model", default=os.environ.get("SEGCHAT_MODEL"),
                         help=f"Hugging Face hub id or local checkpoint folder (default: {DEFAULT_MODEL})")
     parser.add_argument("--agent", default=None, metavar="VLM",
-                        help="serve a plain vision-language model (hub id or folder, e.g. "
-                             "Qwen/Qwen3-VL-4B-Instruct) in agent mode: it segments by calling SAM 3 (--concepts) "
-                             "as a tool; replaces --model")
+                        help="a plain vision-language model (hub id or folder, e.g. Qwen/Qwen3-VL-4B-Instruct) "
+                             "in agent mode: it segments by calling SAM 3 (--concepts) as a tool. Alone it is the "
+                             "app's model; with --model or --demo both are loaded and the person chooses")
     parser.add_argument("--demo", action="store_true",
                         help="serve the tiny demo model trained on synthetic shapes (built on first use)")
     parser.add_argument("--quantization", choices=["none", "4bit", "8bit"], default=None,
@@ -79,20 +79,27 @@ def _demo_checkpoint() -> str:
     return str(demo_checkpoint(progress=True))
 
 
-def load_chat(args: argparse.Namespace):
-    """Load the model, or exit with a message saying what to do (never a traceback)."""
+def load_chats(args: argparse.Namespace):
+    """The app's model and, when an agent is served beside it, the agent (else None); exits with a message saying
+    what to do when one cannot be loaded (never a traceback)."""
     from model.errors import SegChatError
     from model.inference import SegChat
 
-    source = args.agent or (_demo_checkpoint() if args.demo else args.model)
+    model = _demo_checkpoint() if args.demo else args.model
+    sources = [(args.agent, "agent")] if args.agent else []
+    if model or not args.agent:
+        sources.insert(0, (model or DEFAULT_MODEL, None))
     quantization = choose_quantization(args.quantization, args.device)
-    print(f"Loading {source} (quantization: {quantization or 'none'})...", file=sys.stderr)
-    try:
-        concepts = None if args.concepts.lower() == "none" else args.concepts
-        return SegChat.from_pretrained(source, device=args.device, quantization=quantization, concepts=concepts,
-                                       mode="agent" if args.agent else None)
-    except SegChatError as err:
-        raise SystemExit(f"Could not load the model: {err}") from None
+    concepts = None if args.concepts.lower() == "none" else args.concepts
+    chats = []
+    for source, mode in sources:
+        print(f"Loading {source} (quantization: {quantization or 'none'})...", file=sys.stderr)
+        try:
+            chats.append(SegChat.from_pretrained(source, device=args.device, quantization=quantization,
+                                                 concepts=concepts, mode=mode))
+        except SegChatError as err:
+            raise SystemExit(f"Could not load the model: {err}") from None
+    return chats[0], (chats[1] if len(chats) > 1 else None)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     # Requests a person got wrong are logged by `chat` as one INFO line each; faults as errors with a traceback.
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("chat").setLevel(logging.INFO)
-    chat = load_chat(args)
+    chat, agent = load_chats(args)
     from chat.settings import AppSettings, WorkBudget
     from chat.ui import build_demo, launch
 
@@ -109,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
         budget = settings.budget
         settings = replace(settings, budget=WorkBudget(args.turn_video_frames or budget.frames,
                                                        args.turn_video_side or budget.side))
-    launch(build_demo(chat, settings), host=args.host, port=args.port, share=args.share, settings=settings)
+    launch(build_demo(chat, settings, agent=agent), host=args.host, port=args.port, share=args.share,
+           settings=settings)
 
 
 if __name__ == "__main__":

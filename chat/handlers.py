@@ -163,13 +163,16 @@ def ask(session: Session, text: str, files: Sequence[str | Path] | None = None,
         if upload is not None:
             check_media_file(upload, settings.max_file_bytes, "uploaded")
             turn.upload = upload = session.take_upload(upload)
-            media_args, notices = _open_media(upload, settings, video)
+        source = upload or session.resend  # resend: the current media, for a newly chosen model
+        if source is not None:
+            media_args, notices = _open_media(source, settings, video)
         elif session.media is not None and session.media.kind == "video":
             media_args["propagation"] = video.propagation  # the only option a follow-up may change
         reply = yield from _stream_answer(session, turn, text, media_args)
         if reply is not None:  # None: stopped, and the conversation is left as it was
-            if upload is not None:
-                session.media = _media(upload.name, media_args, session)
+            if source is not None:
+                session.media = _media(source.name, media_args, session)
+                session.resend = None
             media = session.media
             turn.warnings = notices + list(reply.warnings)
             turn.trace = trace_lines(reply.trace)

@@ -84,6 +84,7 @@ class Turn:
     # The conversation and media before this turn, so undo/retry can go back to them.
     conversation_before: Conversation | None = None
     media_before: Media | None = None
+    resend_before: Path | None = None
 
 
 class Session:
@@ -92,10 +93,10 @@ class Session:
     def __init__(self, chat: SegChat, root: Path | None = None, served: Path | None = None):
         """`root`: where the session's folder goes (default: the system temp folder); `served`: the folder where
         the web server keeps the copies of files it serves (`<served>/<hash>/<file name>`), removed with them."""
-        self.chat = chat
         self.served = served
         self.conversation: Conversation = chat.new_conversation()
         self.media: Media | None = None
+        self.resend: Path | None = None  # the media file to send with the next question (after a model switch)
         self.turns: list[Turn] = []
         self.notice: str | None = None  # why the last message was refused (the message itself is not kept)
         self.id = uuid.uuid4().hex[:16]
@@ -104,12 +105,27 @@ class Session:
         self._files = 0
         self._received: set[Path] = set()  # uploads as the server received them, removed when the session ends
 
+    @property
+    def chat(self) -> SegChat:
+        """The model answering now: its conversation's (so undo, which restores a conversation, restores it too)."""
+        return self.conversation.chat
+
+    def switch(self, chat: SegChat) -> None:
+        """Answer with `chat` from the next question on, in a conversation of its own; the media under discussion
+        goes to it with that question (the chat shown so far stays)."""
+        if chat is self.chat:
+            return
+        self.conversation = chat.new_conversation()
+        uploads = [turn.upload for turn in self.turns if turn.upload is not None and turn.error is None]
+        self.resend = uploads[-1] if uploads and self.media is not None else None
+
     def snapshot(self) -> Conversation:
         """A cheap copy of the conversation: `ask` replaces its attributes rather than mutating them."""
         return copy.copy(self.conversation)
 
     def begin(self, text: str, upload: Path | None) -> Turn:
-        turn = Turn(text, upload, conversation_before=self.snapshot(), media_before=self.media)
+        turn = Turn(text, upload, conversation_before=self.snapshot(), media_before=self.media,
+                    resend_before=self.resend)
         self.turns.append(turn)
         self.notice = None
         self.stop_requested.clear()
@@ -141,6 +157,7 @@ class Session:
         if turn.conversation_before is not None:
             self.conversation = turn.conversation_before
         self.media = turn.media_before
+        self.resend = turn.resend_before
         return turn
 
     @property
@@ -159,6 +176,7 @@ class Session:
 
     def clear(self) -> None:
         self.conversation = self.chat.new_conversation()
+        self.resend = None
         self.media = None
         self.turns = []
         self.notice = None
@@ -171,6 +189,7 @@ class Session:
         self.turns = []
         self.media = None
         self.conversation = self.chat.new_conversation()
+        self.resend = None
         self._remove_files()
 
     def _remove_files(self) -> None:

@@ -1,7 +1,8 @@
 """The Gradio app: layout and thin callbacks over `chat.handlers`.
 
-Public API endpoints (for `gradio_client`): `/ask`, `/refine`, `/download`, and `/find` (SAM 3 concept search)
-when the model has concept search. Every other event is private.
+Public API endpoints (for `gradio_client`): `/ask`, `/refine`, `/download`, `/find` (SAM 3 concept search) when
+the model has concept search, and `/use` ("model" or "agent": which one answers) when an agent is served beside
+the model. Every other event is private.
 Per-user data lives only in the `gr.State` holding a `Session`; the model is shared read-only. Sessions remove
 their files, Gradio's served copies of them and their uploads when they end; `launch` ends every live session when
 the server stops.
@@ -64,13 +65,16 @@ def _progress_callback(progress: gr.Progress) -> handlers.Progress:
     return lambda fraction, text: progress(fraction, desc=text)
 
 
-def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str = "SegChat") -> gr.Blocks:
-    """The whole app for one loaded model; call `launch(demo, ...)` to serve it."""
+def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str = "SegChat",
+               agent: SegChat | None = None) -> gr.Blocks:
+    """The whole app for one loaded model (and, with `agent`, a second one in agent mode that the person may choose
+    to answer instead); call `launch(demo, ...)` to serve it."""
     # Session folders stay outside Gradio's cache (whose files Gradio deletes by age): it serves copies of them,
     # found and removed by the session when it ends, with the uploads.
     sessions = Sessions(chat, served=Path(get_upload_folder()))
 
     concepts = chat.concepts is not None  # concept search (SAM 3) configured
+    answerers = {"model": chat, "agent": agent} if agent is not None else {}
 
     def session_of(state: Session | None, request: gr.Request) -> Session:
         return sessions.of(request.session_hash, state)
@@ -116,6 +120,13 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
         session = session_of(state, request)
         options = video_options(propagation, llm_frames, sampling)
         yield from run_turn(session, handlers.retry(session, settings, options, _progress_callback(progress)))
+
+    def use(choice: str, state: Session | None, request: gr.Request) -> tuple:
+        session = session_of(state, request)
+        if choice not in answerers:
+            raise refused(InputError(f"Unknown choice {choice!r}; choose one of {sorted(answerers)}."), "use")
+        session.switch(answerers[choice])
+        return handlers.messages(session), session
 
     def stop(state: Session | None) -> None:
         if state is not None:
@@ -190,6 +201,9 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
                                                        "richest in vitamin C and explain why.”",
                                            show_label=False)
                 gr.Markdown(limits_text(settings), elem_id="limits")
+                answerer = gr.Radio([("the model ([SEG] masks)", "model"), ("the agent (VLM + SAM 3)", "agent")],
+                                    value="model", label="Answer with", visible=agent is not None,
+                                    elem_id="answerer")
                 with gr.Row():
                     retry_btn = gr.Button("Retry", size="sm", elem_id="retry")
                     undo_btn = gr.Button("Undo", size="sm", elem_id="undo")
@@ -234,6 +248,8 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
         retry_btn.click(retry, [state, propagation, llm_frames, sampling], turn_outputs,
                                    api_visibility="private", **model_work)
         stop_btn.click(stop, [state], None, api_visibility="private", queue=False)
+        if agent is not None:
+            answerer.change(use, [answerer, state], [chatbot, state], api_name="use", **model_work)
         rewind_outputs = [chatbot, canvas, canvas_video, legend, shown, target, files, state]
         undo_btn.click(rewind(handlers.undo), [state], rewind_outputs, api_visibility="private",
                        trigger_mode="once")

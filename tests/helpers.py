@@ -159,10 +159,11 @@ def serving_concepts(chat) -> Iterator[str]:
 
 
 @contextmanager
-def serving(chat, answer: str = ANSWER, settings: AppSettings = SETTINGS) -> Iterator[str]:
-    """Serve the app for `chat` (answers forced to `answer`) on 127.0.0.1; yields its URL."""
+def serving(chat, answer: str = ANSWER, settings: AppSettings = SETTINGS, agent=None) -> Iterator[str]:
+    """Serve the app for `chat` (answers forced to `answer`; `agent` beside it, if given) on 127.0.0.1; yields
+    its URL."""
     chat.generate_options = {"logits_processor": [ScriptedAnswer(script(chat, answer))]}
-    demo = build_demo(chat, settings)
+    demo = build_demo(chat, settings, agent=agent)
     launch(demo, port=free_port(), settings=settings, block=False)
     try:
         yield demo.local_url

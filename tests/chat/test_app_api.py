@@ -132,3 +132,21 @@ def test_find_endpoint_returns_every_instance_counts_and_downloads(concept_url, 
     assert texts(chat)[-1].startswith("⚠️")
     chat, canvas, *_ = ask(client, "And the cup?")  # the conversation goes on
     assert not texts(chat)[-1].startswith("⚠️")
+
+
+def test_a_client_chooses_the_agent_beside_the_model(tiny_chats, agent_chat, tmp_path):
+    from tests.helpers import scripted_rounds
+
+    call = '<tool_call>{"name": "segment", "arguments": {"phrases": ["cup"]}}</tool_call><|im_end|>'
+    keep = '<tool_call>{"name": "keep", "arguments": {"candidates": [1]}}</tool_call><|im_end|>'
+    with serving(tiny_chats["qwen3_vl"], agent=agent_chat) as address:
+        client = Client(address, verbose=False)
+        assert "/use" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        chat = ask(client, "Which item makes a salad?", write_image(tmp_path / "a.png", 80, 60))[0]
+        assert "the red apple" in " ".join(texts(chat))
+        client.predict("agent", api_name="/use")
+        with scripted_rounds(agent_chat, call, keep, "The cup.<|im_end|>"):
+            chat, _, _, _, legend, *_ = ask(client, "Which holds coffee?")
+        assert "How I found it" in texts(chat)[-1] and "cup" in legend
+        with pytest.raises(Exception, match="not in the list of choices"):
+            client.predict("root", api_name="/use")

@@ -306,3 +306,28 @@ def test_an_agent_turn_shows_its_answer_masks_and_how_it_found_them(agent_chat, 
     assert session.last_result.labels == ["cup", "cup"] and session.last_result.overlay.exists()
     with pytest.raises(InputError, match="SAM2, which a plain vision-language model"):
         handlers.refine(session, 0, 5, 5)
+
+
+def test_switching_to_the_agent_sends_it_the_current_image_and_undo_switches_back(chat, agent_chat, tmp_path):
+    from tests.helpers import scripted_rounds
+
+    session = Session(chat)
+    run(handlers.ask(session, "Which item makes a salad?", [write_image(tmp_path / "a.png")], SETTINGS))
+    first = session.last_result
+    session.switch(agent_chat)
+    call = '<tool_call>{"name": "segment", "arguments": {"phrases": ["cup"]}}</tool_call><|im_end|>'
+    keep = '<tool_call>{"name": "keep", "arguments": {"candidates": [1]}}</tool_call><|im_end|>'
+    with scripted_rounds(agent_chat, call, keep, "The cup.<|im_end|>"):
+        final = run(handlers.ask(session, "And which holds coffee?", None, SETTINGS))[-1]
+    assert session.turns[-1].error is None and session.chat is agent_chat
+    assert session.last_result.labels == ["cup"] and session.last_result.masks[0].shape == first.masks[0].shape
+    assert [m["content"] for m in final if m["role"] == "user" and isinstance(m["content"], str)] == [
+        "Which item makes a salad?", "And which holds coffee?"]  # one chat, the image shown once
+    handlers.undo(session)  # back to before the agent's turn: the agent still answers, and gets the image
+    assert session.chat is agent_chat and session.last_result is first
+    with scripted_rounds(agent_chat, "A salad bowl.<|im_end|>") as seen:
+        run(handlers.ask(session, "What is it?", None, SETTINGS))
+    assert seen[0] is not None and session.turns[-1].answer == "A salad bowl."
+    session.switch(chat)
+    run(handlers.ask(session, "And now?", None, SETTINGS))
+    assert session.last_result.labels == ["the red apple", "the cup"]  # the [SEG] model got the image again
