@@ -184,12 +184,15 @@ def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.d
     return dtype
 
 
-# Module-name prefixes never quantized: the mask side, the vision side and the output head.
+# Module-name prefixes never quantized: the mask side, the vision side and the output head (in a SegChat model,
+# and in a plain VLM, whose modules are not under `vlm.`).
 QUANTIZATION_SKIP = ["sam2", "projector", "vlm.lm_head", *VISION_PREFIXES]
+PLAIN_QUANTIZATION_SKIP = ["lm_head", *(prefix.removeprefix("vlm.") for prefix in VISION_PREFIXES)]
 
 
-def quantization_config(kind: str | None, compute_dtype: torch.dtype):
-    """bitsandbytes settings for the language model only; None for full precision."""
+def quantization_config(kind: str | None, compute_dtype: torch.dtype, skip: list[str] = QUANTIZATION_SKIP):
+    """bitsandbytes settings for the language model only (`skip`: the module prefixes left alone); None for full
+    precision."""
     if kind in (None, "none"):
         return None
     if kind not in ("4bit", "8bit"):
@@ -204,8 +207,8 @@ def quantization_config(kind: str | None, compute_dtype: torch.dtype):
 
     if kind == "4bit":
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype,
-                                  bnb_4bit_use_double_quant=True, llm_int8_skip_modules=QUANTIZATION_SKIP)
-    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=QUANTIZATION_SKIP)
+                                  bnb_4bit_use_double_quant=True, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
 
 
 def load_model_and_processor(path_or_id: str | Path, device: str | torch.device | None = None,
@@ -216,10 +219,11 @@ def load_model_and_processor(path_or_id: str | Path, device: str | torch.device 
     checkpoint, or a plain native VLM (`PlainVLM`, for agent mode); failures raise `CheckpointError`."""
     device = pick_device(device)
     dtype = pick_dtype(dtype, device)
-    quant = quantization_config(quantization, dtype)
     folder = resolve_source(path_or_id)
     if is_plain_vlm(read_config(folder)):
+        quant = quantization_config(quantization, dtype, PLAIN_QUANTIZATION_SKIP)
         return _load_plain(folder, device, dtype, quant, allow_pickle, limits)
+    quant = quantization_config(quantization, dtype)
     folder = prepare_checkpoint(folder, allow_pickle, dtype)
     with reporting(f"The model in {folder}"):
         model = SegChatModel.from_pretrained(folder, dtype=dtype, device_map=str(device), quantization_config=quant,

@@ -31,3 +31,11 @@ def test_only_the_language_model_is_quantized(tiny_dirs, scripted, kind):
 def test_unknown_quantization_is_refused(tiny_dirs):
     with pytest.raises(ValueError, match="4bit"):
         SegChat.from_pretrained(tiny_dirs["qwen2_5_vl"], quantization="2bit")
+
+
+def test_a_plain_vlm_in_agent_mode_quantizes_its_language_model_only(tiny_plain_dirs, tiny_sam3_dir):
+    chat = SegChat.from_pretrained(tiny_plain_dirs["qwen2_5_vl"], concepts=tiny_sam3_dir, quantization="4bit")
+    quantized = {name for name, module in chat.model.named_modules() if isinstance(module, bnb.nn.Linear4bit)}
+    plain = {name for name, module in chat.model.named_modules() if type(module) is nn.Linear}
+    assert quantized and all(name.startswith("vlm.model.language_model.") for name in quantized)
+    assert "vlm.lm_head" in plain and any(name.startswith("vlm.model.visual.") for name in plain)
