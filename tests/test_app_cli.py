@@ -17,7 +17,7 @@ def test_flags_and_sizes():
                            "--max-file-size", "1.5GB"])
     assert (args.model, args.quantization, args.port, args.share) == ("some/folder", "4bit", 7999, False)
     assert args.max_file_size == int(1.5 * 2**30)
-    assert app.parse_args([]).model == app.DEFAULT_MODEL
+    assert app.parse_args([]).model is None  # load_chats picks app.DEFAULT_MODEL unless --agent is alone
     assert app.parse_size("200") == 200 * 2**20 and app.parse_size("500kb") == 500 * 2**10
     with pytest.raises(Exception):
         app.parse_size("lots")
@@ -40,3 +40,11 @@ def test_unloadable_model_exits_with_a_message(argv, expected):
     assert run.returncode != 0
     assert "Could not load the model" in run.stderr and expected in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_an_agent_alone_or_beside_the_model(tiny_dirs, tiny_plain_dirs, tiny_sam3_dir):
+    agent = ["--agent", str(tiny_plain_dirs["qwen3_vl"]), "--concepts", str(tiny_sam3_dir)]
+    chat, beside = app.load_chats(app.parse_args(agent))
+    assert chat.mode == "agent" and beside is None
+    chat, beside = app.load_chats(app.parse_args([*agent, "--model", str(tiny_dirs["qwen3_vl"])]))
+    assert (chat.mode, beside.mode) == ("seg", "agent")
