@@ -3,8 +3,9 @@
 
 Sa2VA-8B and Sa2VA-26B (InternVL2.5 with InternLM2.5) ship only `tokenizer.model` plus the remote
 `InternLM2Tokenizer` class. That class splits the text on its added tokens, encodes each remaining piece with
-sentencepiece as is (dummy prefix and byte fallback included), and puts `<s>` first; this one does the same
-(checked id for id against the official class by `tests/model/test_internlm2_tokenizer.py`).
+sentencepiece as is (dummy prefix and byte fallback included), and puts `<s>` first; this one does the same, and
+decodes as it does (checked id for id and string for string against the official class by
+`tests/model/sa2va/test_internlm2.py`).
 `load_tokenizer` picks it for such folders and `AutoTokenizer` for every other one.
 """
 
@@ -41,20 +42,47 @@ class InternLM2Tokenizer(SentencePieceBackend):
         super().__init__(vocab_file=vocab_file, unk_token=unk_token, bos_token=bos_token, eos_token=eos_token,
                          pad_token=pad_token, add_bos_token=add_bos_token, add_eos_token=add_eos_token, **kwargs)
 
-    def convert_tokens_to_string(self, tokens: list[str]) -> str:
-        """Runs of vocabulary pieces decoded by sentencepiece (spaces and byte fallback restored); added tokens
-        written as they are."""
-        added = self._added_tokens_encoder
-        out: list[str] = []
+    def _decode(self, token_ids: int | list[int], skip_special_tokens: bool = False,
+                clean_up_tokenization_spaces: bool | None = None, spaces_between_special_tokens: bool = True,
+                **kwargs) -> str:
+        """Text as the official class decodes it (under the transformers version it targets): the tokens added
+        after the sentencepiece vocabulary (`<img>`, `[SEG]`, `<p>`...) stand alone, joined to the text around them
+        by spaces; the runs between them go through `convert_tokens_to_string`."""
+        ids = [token_ids] if isinstance(token_ids, int) else list(token_ids)
+        special = set(self.all_special_tokens)
+        tokens = [t for t in self.convert_ids_to_tokens(ids) if not (skip_special_tokens and t in special)]
+        vocab_size = self.sp_model.get_piece_size()
+        standalone = {token for token, i in self._added_tokens_encoder.items() if i >= vocab_size}
+        texts: list[str] = []
         run: list[str] = []
         for token in tokens:
-            if token in added:
-                out.append(self.sp_model.decode(run) + token)
+            if token in standalone:
+                if run and (text := self.convert_tokens_to_string(run)):
+                    texts.append(text)
                 run = []
+                texts.append(token)
             else:
                 run.append(token)
-        out.append(self.sp_model.decode(run))
-        return "".join(out)
+        if run:
+            texts.append(self.convert_tokens_to_string(run))
+        return (" " if spaces_between_special_tokens else "").join(texts)
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        """The official class's run decoding: sentencepiece pieces decoded together (spaces and byte fallback
+        restored), a space before the first of consecutive special tokens, then transformers' clean-up of spaces
+        before punctuation (" ." → ".", " 's" → "'s"...)."""
+        special = set(self.all_special_tokens)
+        out, pieces, after_special = "", [], False
+        for token in tokens:
+            if token in special:
+                if not after_special:
+                    out += " "
+                out += self.sp_model.decode(pieces) + token
+                pieces, after_special = [], True
+            else:
+                pieces.append(token)
+                after_special = False
+        return self.clean_up_tokenization(out + self.sp_model.decode(pieces))
 
 
 def _tokenizer_class(folder: Path) -> str | None:
