@@ -23,7 +23,6 @@ from model.agent.protocol import KeepCall, NoneCall, SegmentCall, ToolCallError,
 from model.media.render import numbered_marks
 from model.prompting import agent_texts
 from model.segmenters.base import Segment
-from model.segmenters.concepts import ConceptPrompt, ConceptPrompts
 
 Generate = Callable[[str, Image.Image], list[int]]  # round text, image → the model's answer ids
 
