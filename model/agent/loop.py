@@ -38,7 +38,7 @@ class AgentOptions:
 class AgentStep:
     """One step of the trace: what the model wrote or what the tool returned."""
 
-    kind: str  # "plan" | "segment" | "candidates" | "keep" | "none" | "error" | "limit" | "answer"
+    kind: str  # "segment" | "candidates" | "keep" | "none" | "error" | "limit" | "answer"
     text: str
     phrases: list[str] = field(default_factory=list)
     candidates: list[tuple[int, str, float]] = field(default_factory=list)  # (mark number, phrase, score)
