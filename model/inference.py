@@ -34,7 +34,7 @@ from model.segmenters.base import found_summary
 from model.segmenters.concepts import ConceptFeatures, ConceptPrompt, ConceptPrompts, ConceptSegmenter
 from model.video.clip import VideoClip, VideoMedia, VideoOptions, load_video
 from model.video.segmenter import VideoSegmenter
-from model.video.concepts import ConceptTrackingStats
+from model.video.concepts import ConceptTracker, ConceptTrackingStats
 from model.video.session import PropagationStats
 
 
@@ -281,9 +281,7 @@ class Conversation:
         the kept objects are then tracked through the clip by SAM 3 (`ConceptTracker.follow`)."""
         chat, processor = self.chat, self.chat.processor
         video = isinstance(media, VideoMedia)
-        if video and chat.concept_segmenter.tracker is None:
-            raise InputError("This SAM 3 checkpoint has the detector only, so agent mode works on images; "
-                             "videos need the full checkpoint (as facebook/sam3).")
+        tracker = ConceptTracker(chat.concept_segmenter) if video else None  # checks the checkpoint first
         picture = media.images[0] if video else media.image  # where candidates are found and marked
 
         def generate(round_text: str, image: Image.Image) -> list[int]:
@@ -309,8 +307,7 @@ class Conversation:
             segments, stats = outcome.segments, None
             if video and segments:
                 yield "\n".join([*lines, "Following the chosen objects through the video…"])
-                segments, stats, lost = chat.concept_segmenter.tracker.follow(media.clip, segments,
-                                                                              media.llm_indices[0])
+                segments, stats, lost = tracker.follow(media.clip, segments, media.llm_indices[0])
                 outcome.warnings += [f"{label!r} could not be followed through the video." for label in lost]
         answer_ids = processor.prompts.data(outcome.answer)
         reply = Reply(outcome.answer, answer_ids, segments, outcome.warnings, video_stats=stats, trace=outcome.trace)
@@ -370,11 +367,8 @@ class Conversation:
                 if media.concept_features is None:
                     media.concept_features = segmenter.encode(media.image)
                 segments = segmenter.segment(media.concept_features, prompts)
-            elif segmenter.tracker is None:
-                raise InputError("This SAM 3 checkpoint has the detector only, so it finds objects in images; "
-                                 "tracking them through a video needs the full checkpoint (as facebook/sam3).")
             else:
-                segments, stats = segmenter.tracker.track(media.clip, prompts)
+                segments, stats = ConceptTracker(segmenter).track(media.clip, prompts)
         reply = Reply(found_summary([s.label for s in segments], [s.found for s in segments]), [], segments,
                       video_stats=stats)
         where = "image" if isinstance(media, ImageMedia) else "video"

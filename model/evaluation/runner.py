@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from model.agent.loop import AgentStep
 from model.data.sample import Sample
 from model.evaluation.scoring import RULES, Scored, score, summarize
-from model.inference import Reply
 from model.media.image import load_image
 from model.media.masks import decode_rle
 from model.media.render import overlay
@@ -27,19 +27,22 @@ def _video_source(path: Path):
     return path
 
 
-def predict(chat, sample: Sample) -> Reply:
-    """The freely generated reply to `sample`'s instruction in a fresh conversation."""
+def predict(chat, sample: Sample) -> tuple[str, list[np.ndarray], list[AgentStep]]:
+    """The freely generated answer to `sample`'s instruction in a fresh conversation, its masks, and (agent mode)
+    the trace of its tool calls."""
     conversation = chat.new_conversation()
     if sample.masks and sample.masks[0].ndim == 3:
-        return conversation.ask(sample.instruction, video=_video_source(sample.media_path))
-    return conversation.ask(sample.instruction, image=sample.media_path)
+        reply = conversation.ask(sample.instruction, video=_video_source(sample.media_path))
+    else:
+        reply = conversation.ask(sample.instruction, image=sample.media_path)
+    return reply.text, [np.asarray(s.mask, dtype=bool) for s in reply.segments], reply.trace
 
 
-def agent_counts(reply: Reply) -> dict[str, int]:
+def agent_counts(trace: Sequence[AgentStep]) -> dict[str, int]:
     """An agent turn's tool calls (segment, keep, none) and rounds (generations); empty for a [SEG] model."""
-    if not reply.trace:
+    if not trace:
         return {}
-    kinds = [step.kind for step in reply.trace]
+    kinds = [step.kind for step in trace]
     return {"tool_calls": sum(k in ("segment", "keep", "none") for k in kinds),
             "rounds": sum(k != "candidates" for k in kinds)}
 
@@ -51,11 +54,10 @@ def evaluate_indices(chat, samples: Sequence[Sample], indices: Sequence[int], em
     results = []
     for i in tqdm(indices, desc="evaluate", disable=not progress):
         sample = samples[i]
-        reply = predict(chat, sample)
-        preds = [np.asarray(s.mask, dtype=bool) for s in reply.segments]
+        text, preds, trace = predict(chat, sample)
         group = sample.meta.get("split", sample.meta.get("template"))
-        scored = score(i, group, reply.text, preds, sample.masks, sample.ignore, empty_iou)
-        scored.agent = agent_counts(reply)
+        scored = score(i, group, text, preds, sample.masks, sample.ignore, empty_iou)
+        scored.agent = agent_counts(trace)
         results.append(scored)
     return results
 

@@ -13,7 +13,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,9 +21,6 @@ from transformers import Sam3Model, Sam3Processor, Sam3VideoModel, Sam3VideoProc
 
 from model.errors import CheckpointError, InputError
 from model.segmenters.base import Box, Segment
-
-if TYPE_CHECKING:
-    from model.video.concepts import ConceptTracker
 
 DEFAULT_CONCEPTS = "facebook/sam3"
 TEXT_SLOTS = 32  # SAM 3's text encoder reads 32 tokens, start and end tokens included
@@ -75,19 +71,20 @@ class ConceptSegmenter:
     """`Sam3Model` + `Sam3Processor` as a `Segmenter` of `ConceptPrompts`."""
 
     def __init__(self, model: Sam3Model, processor: Sam3Processor, options: ConceptOptions | None = None,
-                 tracker: "ConceptTracker | None" = None):
+                 video_model: Sam3VideoModel | None = None, video_processor: Sam3VideoProcessor | None = None):
         self.model = model.eval()
         self.processor = processor
         self.options = options or ConceptOptions()
-        self.tracker = tracker  # video concept tracking; None for an image-only (`sam3`) checkpoint
+        # The full checkpoint's detector + tracker (`model` is its detector), for `model.video.concepts`; None for
+        # a detector-only (`sam3`) checkpoint.
+        self.video_model = video_model
+        self.video_processor = video_processor
 
     @classmethod
     def from_pretrained(cls, source: str | Path, device: torch.device, dtype: torch.dtype,
                         options: ConceptOptions | None = None) -> "ConceptSegmenter":
         """SAM 3 from a folder or hub id (`facebook/sam3` is gated); failures raise `CheckpointError`."""
         from model.loading import check_weights_format, read_config, resolve_source
-
-        from model.video.concepts import ConceptTracker
 
         folder = resolve_source(source, gated_hint="SAM 3 concept search")
         model_type = read_config(folder).get("model_type")
@@ -104,9 +101,7 @@ class ConceptSegmenter:
             video_processor = Sam3VideoProcessor.from_pretrained(folder)
         except (OSError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"{source}: SAM 3 could not be loaded ({type(err).__name__}: {err}).") from err
-        segmenter = cls(video.detector_model, processor, options)
-        segmenter.tracker = ConceptTracker(video, video_processor, segmenter)
-        return segmenter
+        return cls(video.detector_model, processor, options, video, video_processor)
 
     @property
     def device(self) -> torch.device:

@@ -25,6 +25,7 @@ from transformers import Sam3VideoInferenceSession, Sam3VideoModel, Sam3VideoPro
 from model.errors import InputError
 from model.media.masks import VideoMask
 from model.media.render import fit_mask
+from model.metrics import iou
 from model.segmenters.base import Segment
 from model.segmenters.concepts import ConceptPrompt, ConceptPrompts, ConceptSegmenter
 from model.video.clip import VideoClip
@@ -58,11 +59,14 @@ class _StreamedSession(Sam3VideoInferenceSession):
 class ConceptTracker:
     """SAM 3 video concept segmentation over a `VideoClip`; phrases are checked and tokenized by `segmenter`."""
 
-    def __init__(self, model: Sam3VideoModel, processor: Sam3VideoProcessor, segmenter: ConceptSegmenter):
-        self.model = model.eval()
-        self.processor = processor
+    def __init__(self, segmenter: ConceptSegmenter):
+        if segmenter.video_model is None:
+            raise InputError("This SAM 3 checkpoint has the detector only, so it works on images; videos need the "
+                             "full checkpoint (as facebook/sam3).")
+        self.model: Sam3VideoModel = segmenter.video_model.eval()
+        self.processor: Sam3VideoProcessor = segmenter.video_processor
         self.segmenter = segmenter
-        tracker = model.config.tracker_config
+        tracker = self.model.config.tracker_config
         self._window = max(tracker.num_maskmem - 1, tracker.max_object_pointers_in_encoder - 1)
         self._max_conditioning = tracker.max_cond_frame_num
 
@@ -116,7 +120,7 @@ class ConceptTracker:
         lost: list[str] = []
         for chosen in kept:
             mask = fit_mask(chosen.mask, clip.size)
-            overlaps = [(_iou(mask, track.mask[t]), i) for i, track in enumerate(tracked)
+            overlaps = [(_overlap(mask, track.mask[t]), i) for i, track in enumerate(tracked)
                         if track.found and track.label == chosen.label and track not in followed]
             overlap, best = max(overlaps, default=(0.0, -1))
             if overlap >= 0.5:
@@ -214,9 +218,9 @@ class ConceptTracker:
         return segments
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    inter, union = iou(a, b)
+    return inter / union if union else 0.0
 
 
 def _logit(p: float) -> float:

@@ -12,6 +12,7 @@ from model import CheckpointError, SegChat
 from model.agent.loop import AgentOptions
 from model.segmenters.concepts import ConceptOptions, ConceptPrompt, ConceptPrompts
 from model.video.clip import VideoClip, VideoOptions
+from model.video.concepts import ConceptTracker
 from tests.helpers import FAMILIES, scripted_rounds, write_image
 
 def segment(*phrases: str) -> str:
@@ -144,8 +145,8 @@ def test_on_a_video_the_kept_objects_are_tracked_through_the_clip(agent_video_ch
     # Which first-frame candidates survive tracking is up to the random SAM 3 (its hot-start removes overlapping
     # tracks): find one that does and one that does not, and keep both.
     candidates = best(chat, "cup", 10, frames[0])
-    tracks, _ = chat.concept_segmenter.tracker.track(VideoClip(frames, VideoOptions()),
-                                                     ConceptPrompts([ConceptPrompt("cup")]))
+    tracks, _ = ConceptTracker(chat.concept_segmenter).track(VideoClip(frames, VideoOptions()),
+                                                             ConceptPrompts([ConceptPrompt("cup")]))
     followed = [any((m & t.mask[0]).sum() >= 0.5 * (m | t.mask[0]).sum() > 0 for t in tracks if t.found)
                 for m in candidates]
     survivor, dropped = followed.index(True) + 1, followed.index(False) + 1

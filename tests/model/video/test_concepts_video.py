@@ -10,7 +10,7 @@ from transformers import Sam3VideoModel, Sam3VideoProcessor
 from model import InputError
 from model.segmenters.concepts import ConceptOptions, ConceptPrompt, ConceptPrompts
 from model.video.clip import VideoClip, VideoOptions
-from model.video.concepts import ConceptTrackingStats
+from model.video.concepts import ConceptTracker, ConceptTrackingStats
 from tests.helpers import write_video
 
 
@@ -23,7 +23,7 @@ def sliding_frames(n: int, seed: int = 0) -> list[np.ndarray]:
 @pytest.fixture
 def tracker(video_concept_chat):
     segmenter = video_concept_chat.concept_segmenter
-    yield segmenter.tracker
+    yield ConceptTracker(segmenter)
     segmenter.options = ConceptOptions()
 
 
