@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 from torch import nn
 from transformers import AutoConfig
@@ -42,10 +43,6 @@ def plain_config(folder: Path) -> SegChatConfig:
                          template=TEMPLATES[text_type], **{k: v for k, v in bounds.items() if v})
 
 
-class _NoCapture:
-    states: list = []
-
-
 class PlainVLM(nn.Module):
     """A native VLM in the place of `SegChatModel`: it generates text; it has no `[SEG]` path and no SAM2."""
 
@@ -60,4 +57,5 @@ class PlainVLM(nn.Module):
 
     @contextmanager
     def seg_capture(self, seg_token_id: int | None, **options):
-        yield _NoCapture()
+        """Nothing to capture: a plain VLM has no `[SEG]` token."""
+        yield SimpleNamespace(states=[])
