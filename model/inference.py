@@ -25,9 +25,11 @@ from model.families import VisionInputs
 from model.loading import load_model_and_processor, pick_dtype
 from model.media.image import ImageSource, load_image
 from model.media.masks import mask_box
+from model.media.render import numbered_marks
 from model.modeling import ImageFeatures, SegChatModel
 from model.processing import Limits, SegChatProcessor
 from model.prompting import agent_texts
+from model.regions import Region, check_references, check_regions, drawn_mask
 from model.sa2va.official import predict_forward
 from model.segmenters import Box, Segment, SegEmbeddingSegmenter, SegStates
 from model.segmenters.base import found_summary
@@ -47,6 +49,7 @@ class Reply:
     # what a video turn's session held at its fullest (the memory bound): SAM2 propagation or SAM 3 concept tracking
     video_stats: PropagationStats | ConceptTrackingStats | None = None
     trace: list[AgentStep] = field(default_factory=list)  # agent mode: every tool call, candidate set and decision
+    regions: list[Segment] = field(default_factory=list)  # the turn's regions as masks, labelled "region N"
 
 
 class SegChat:
@@ -146,15 +149,17 @@ class SegChat:
         return new_ids, (torch.cat(states) if states else None)
 
     def _inputs(self, ids: list[list[int]], vision: VisionInputs | None) -> dict[str, torch.Tensor]:
-        return self.processor.model_inputs(torch.tensor(ids), vision, self.device, self.model.vlm.dtype)
+        inputs = self.processor.model_inputs(torch.tensor(ids), vision, self.device, self.model.vlm.dtype)
+        return self.model.with_region_features(inputs, vision.regions) if vision and vision.regions else inputs
 
     def predict_forward(self, image: Image.Image | None = None, video: list[Image.Image] | None = None,
-                        text: str = "", past_text: str = "") -> dict:
+                        text: str = "", past_text: str = "", mask_prompts: list[np.ndarray] | None = None) -> dict:
         """Sa2VA's official `predict_forward`: {"prediction": str, "prediction_masks": [bool (frames, H, W)
-        per [SEG]]}; `text` and `past_text` are trusted markup (see `model.sa2va.official`)."""
+        per [SEG]]}; `text` and `past_text` are trusted markup; `mask_prompts` are region masks for InternVL
+        checkpoints (see `model.sa2va.official`)."""
         with self.lock:
             return predict_forward(self.model, self.processor, image=image, video=video, text=text,
-                                   past_text=past_text, segmenter=self.segmenter).as_dict()
+                                   past_text=past_text, mask_prompts=mask_prompts, segmenter=self.segmenter).as_dict()
 
 
 def _mark_absent(segments: list[Segment], where: str) -> list[str]:
@@ -216,6 +221,17 @@ class ImageMedia:
     concept_features: ConceptFeatures | None = None  # SAM 3's, encoded on the first concept search
 
 
+@dataclass
+class _TurnMedia:
+    """What a turn shows the VLM: the media block in its prompt (new media, or an image with region marks; None:
+    none), the regions note after it, the VLM inputs for the whole conversation, and the regions' masks."""
+
+    shown: VisionInputs | None
+    region_ids: list[int]
+    vision: VisionInputs | None
+    regions: list[Segment]
+
+
 class Conversation:
     """A multi-turn chat about one image or video. Uploading new media starts a fresh context for the model."""
 
@@ -223,11 +239,21 @@ class Conversation:
         self.chat = chat
         self.history: list[int] = chat.processor.conversation_start()
         self.media: ImageMedia | VideoMedia | None = None
+        self.regions: list[np.ndarray] = []  # masks of the regions drawn so far on the media ("region 1" first)
+        # What the VLM is given with the history: the media's inputs, plus what region turns added to them.
+        self.vision: VisionInputs | None = None
         self.last_reply: Reply | None = None  # the last answer or search, for `instances(i)`
         self.unsent_media: ImageMedia | None = None  # an image given to `find` the language model has not seen
 
-    def ask(self, text: str, image: ImageSource | None = None, video=None, **video_options) -> Reply:
+    def ask(self, text: str, image: ImageSource | None = None, video=None, regions: Sequence[Region] | None = None,
+            **video_options) -> Reply:
         """Answer one message; `image` is a path, PIL image or HxWx3 array, or None to keep the current media.
+
+        `regions` are things the person points at on the image (`model.regions.Region`: clicks, a box or a mask),
+        numbered on from the conversation's earlier regions ("region 1", "region 2"...; the text may refer to any
+        of them). Each becomes a mask through SAM2 (returned in `reply.regions`) and reaches the model as Sa2VA's
+        `<vp>` tokens on checkpoints trained with them (the InternVL flavour), else as numbered marks drawn on the
+        image it sees (set-of-mark prompting).
 
         `video` is a video file (mp4, webm, mov, animated gif...; the content decides, not the extension), a list
         of frames, or a `model.video.clip.VideoClip` already built (and probed) with its options; `video_options` are
@@ -235,13 +261,13 @@ class Conversation:
         `frame_sampling="first" | "uniform"`, `key_frames`, `stride`, `max_side`, `max_frames`.
         On a follow-up about the same video, `propagation` and `key_frames` may change; the LLM frames stay.
         """
-        for item in self.ask_stream(text, image=image, video=video, **video_options):
+        for item in self.ask_stream(text, image=image, video=video, regions=regions, **video_options):
             if isinstance(item, Reply):
                 return item
         raise RuntimeError("ask_stream ended without a reply")
 
     def ask_stream(self, text: str, image: ImageSource | None = None, video=None,
-                   **video_options) -> Iterator["str | Reply"]:
+                   regions: Sequence[Region] | None = None, **video_options) -> Iterator["str | Reply"]:
         """Yield the answer text so far as it is generated, then the full `Reply` (masks included)."""
         processor = self.chat.processor
         text = processor.check_text(text)
@@ -251,27 +277,76 @@ class Conversation:
         media, video_run = self._new_media(image, video, video_options)
         if media is None and self.unsent_media is not None:
             media = self.unsent_media
-        if media is None:
-            media, history, vision = self.media, self.history, None
-            video_run = self._follow_up_options(video_options)
+        new_media = media is not None
+        if new_media:
+            history = processor.conversation_start()
         else:
-            history, vision = processor.conversation_start(), media.vision
+            media, history = self.media, self.history
+            video_run = self._follow_up_options(video_options)
+        earlier = [] if new_media else self.regions
+        regions = self._check_regions(text, regions, media, len(earlier))
         if self.chat.mode == "agent" and media is not None:
             yield from self._agent_turn(text, media, history)
             return
-        prompt_ids = history + processor.user_turn(text, vision)
 
         with self.chat.lock:
-            new_ids, seg_states = yield from self._generate_streaming(prompt_ids, media)
+            turn = self._turn_media(media, new_media, regions, len(earlier))
+            prompt_ids = history + processor.user_turn(text, turn.shown, turn.region_ids)
+            new_ids, seg_states = yield from self._generate_streaming(prompt_ids, turn.vision)
             reply = self._reply(new_ids, seg_states, media, video_run)
+        reply.regions = turn.regions
         if self.chat.mode == "agent" and "<tool_call>" in reply.text:  # no media, so no tool to call
             reply.text = reply.text.split("<tool_call>")[0].strip() or "Please send an image to look at."
             reply.warnings.append("There is no image in this conversation, so nothing was segmented.")
-        self.media = media
+        self.media, self.vision = media, turn.vision
+        self.regions = earlier + [segment.mask for segment in turn.regions]
         self.history = prompt_ids + processor.closed_answer(new_ids)
         self.last_reply = reply
         self.unsent_media = None
         yield reply
+
+    def _check_regions(self, text: str, regions: Sequence[Region] | None, media: "ImageMedia | VideoMedia | None",
+                       earlier: int) -> list[Region]:
+        """The turn's regions, checked against the media, and the regions the text mentions, checked to exist."""
+        regions = list(regions or [])
+        if regions and media is None:
+            raise InputError("There is no image in this conversation: send one with the regions drawn on it.")
+        if regions and isinstance(media, VideoMedia):
+            raise InputError("Regions on a video are not supported yet; draw them on an image.")
+        if regions and self.chat.mode == "agent":
+            raise InputError("Regions are not supported in agent mode yet; ask with a [SEG] model.")
+        if regions:
+            regions = check_regions(regions, media.image.size, self.chat.limits.max_regions, first_number=earlier + 1)
+        check_references(text, earlier + len(regions))
+        return regions
+
+    def _turn_media(self, media: "ImageMedia | VideoMedia | None", new_media: bool, regions: list[Region],
+                    earlier: int) -> _TurnMedia:
+        """How the turn's media and regions reach the VLM (see `ask`). The caller holds the model's lock."""
+        processor = self.chat.processor
+        vision = media.vision if new_media else self.vision
+        if not regions:
+            return _TurnMedia(vision if new_media else None, [], vision, [])
+        numbers = list(range(earlier + 1, earlier + 1 + len(regions)))
+        masks = [self._region_mask(region, media) for region in regions]
+        segments = [Segment(mask, 1.0, f"region {n}") for mask, n in zip(masks, numbers)]
+        if processor.takes_region_tokens:
+            ids, cells = processor.region_tokens(masks, numbers)
+            return _TurnMedia(vision if new_media else None, ids, vision.with_regions(cells), segments)
+        marked = processor.encode_images([Image.fromarray(numbered_marks(np.asarray(media.image), masks,
+                                                                         first=numbers[0]))])
+        # New media: the model sees the marked picture only; a follow-up adds it after the pictures already seen.
+        return _TurnMedia(marked, processor.region_marks(numbers),
+                          marked if new_media else VisionInputs.concat([vision, marked]), segments)
+
+    def _region_mask(self, region: Region, media: "ImageMedia") -> np.ndarray:
+        """The object a region points at: its mask as drawn, or SAM2's mask from its clicks and box (the drawn
+        shape when SAM2 finds nothing there)."""
+        if region.mask is not None:
+            return np.asarray(region.mask, dtype=bool)
+        points = [(float(x), float(y)) for x, y in region.points]
+        mask = self.chat.segmenter.refine(self.image_features(media), points, region.point_labels, region.box)
+        return mask if mask.any() else drawn_mask(region, media.image.size)
 
     def _agent_turn(self, text: str, media: "ImageMedia | VideoMedia", history: list[int]
                     ) -> Iterator["str | Reply"]:
@@ -312,7 +387,9 @@ class Conversation:
         answer_ids = processor.prompts.data(outcome.answer)
         reply = Reply(outcome.answer, answer_ids, segments, outcome.warnings, video_stats=stats, trace=outcome.trace)
         self._offer_instances(reply, media)
-        self.media = media
+        if media is not self.media:
+            self.regions = []
+        self.media, self.vision = media, media.vision
         self.history = history + processor.user_turn(text) + processor.closed_answer(answer_ids)
         self.last_reply = reply
         self.unsent_media = None
@@ -340,7 +417,7 @@ class Conversation:
         reply = self._find(ConceptPrompts(concepts, score_threshold), new_media or self.media)
         if new_media is not None:  # only once the search succeeded: a failed one changes nothing
             self.media, self.history = new_media, self.chat.processor.conversation_start()
-            self.unsent_media = new_media
+            self.unsent_media, self.regions, self.vision = new_media, [], None
         return reply
 
     def instances(self, index: int) -> Reply:
@@ -409,7 +486,7 @@ class Conversation:
                              "to change the others.")
         return _video_options({**self.media.options.__dict__, **video_options})
 
-    def _generate_streaming(self, prompt_ids: list[int], media: "ImageMedia | VideoMedia | None"):
+    def _generate_streaming(self, prompt_ids: list[int], vision: VisionInputs | None):
         chat = self.chat
         streamer = _IdStreamer()
         stop = threading.Event()
@@ -417,7 +494,7 @@ class Conversation:
 
         def work() -> None:
             try:
-                result["out"] = chat.generate(prompt_ids, media.vision if media else None, streamer, stop)
+                result["out"] = chat.generate(prompt_ids, vision, streamer, stop)
             except BaseException as err:  # re-raised in the caller's thread
                 result["error"] = err
                 streamer.end()

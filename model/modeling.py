@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForImageTextToText, PreTrainedModel, Sam2VideoModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from model.config import SegChatConfig
@@ -96,6 +97,21 @@ class SegChatModel(PreTrainedModel):
         inner = self.vlm.model
         return inner.visual if hasattr(inner, "visual") else inner.vision_tower
 
+    def with_region_features(self, inputs: dict, regions: list[torch.Tensor]) -> dict:
+        """The VLM's forward inputs with region prompts (`VisionInputs.regions`): the image features computed here,
+        every tile's then, per region, the last tile's (the whole-image thumbnail) at the region's cells, passed
+        as pre-encoded features that fill the prompt's image-token slots in order (Sa2VA's `<vp>` runs).
+        Without regions, `inputs` is returned as is."""
+        if not regions:
+            return inputs
+        inputs = dict(inputs)
+        features = self.vlm.model.get_image_features(pixel_values=inputs.pop("pixel_values"),
+                                                     return_dict=True).pooler_output
+        thumbnail = features[-1]
+        rows = [features.flatten(0, 1)] + [thumbnail[cells.flatten().to(thumbnail.device)] for cells in regions]
+        inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=torch.cat(rows)[None])}
+        return inputs
+
     # ------------------------------------------------------------------------------------------ [SEG] states
 
     def seg_capture(self, seg_token_id: int, **options) -> SegCapture:
@@ -143,21 +159,26 @@ class SegChatModel(PreTrainedModel):
         labels = -torch.ones(1, n, 1, dtype=torch.int32, device=param.device)
         return self._decode(features, points, labels, prompts.to(device=param.device, dtype=param.dtype))
 
-    def decode_points(self, features: ImageFeatures, points_xy: list[tuple[float, float]],
-                      labels: list[int]) -> MaskPrediction:
-        """One object from clicks: pixel (x, y) of the original image, label 1 = in, 0 = out."""
+    def decode_points(self, features: ImageFeatures, points_xy: list[tuple[float, float]], labels: list[int],
+                      box: tuple[float, float, float, float] | None = None) -> MaskPrediction:
+        """One object from clicks and/or a box: pixel (x, y) of the original image, label 1 = in, 0 = out;
+        `box` (x0, y0, x1, y1) in the same pixels."""
         param = self._sam_param
         height, width = features.original_size
         size = self.sam2.config.image_size
         scale = torch.tensor([size / width, size / height], device=param.device, dtype=param.dtype)
-        points = torch.tensor(points_xy, device=param.device, dtype=param.dtype).view(1, 1, -1, 2) * scale
-        label_t = torch.tensor(labels, dtype=torch.int32, device=param.device).view(1, 1, -1)
-        return self._decode(features, points, label_t, None)
+        points = label_t = boxes = None
+        if points_xy:
+            points = torch.tensor(points_xy, device=param.device, dtype=param.dtype).view(1, 1, -1, 2) * scale
+            label_t = torch.tensor(labels, dtype=torch.int32, device=param.device).view(1, 1, -1)
+        if box is not None:
+            boxes = torch.tensor(box, device=param.device, dtype=param.dtype).view(1, 1, 4) * scale.repeat(2)
+        return self._decode(features, points, label_t, None, boxes)
 
-    def _decode(self, features: ImageFeatures, points: torch.Tensor, labels: torch.Tensor,
-                extra_tokens: torch.Tensor | None) -> MaskPrediction:
+    def _decode(self, features: ImageFeatures, points: torch.Tensor | None, labels: torch.Tensor | None,
+                extra_tokens: torch.Tensor | None, boxes: torch.Tensor | None = None) -> MaskPrediction:
         sam2 = self.sam2
-        sparse, dense = sam2.prompt_encoder(input_points=points, input_labels=labels, input_boxes=None,
+        sparse, dense = sam2.prompt_encoder(input_points=points, input_labels=labels, input_boxes=boxes,
                                             input_masks=None)
         if extra_tokens is not None:
             sparse = torch.cat([sparse, extra_tokens.view(1, -1, 1, extra_tokens.shape[-1])], dim=2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoImageProcessor, PreTrainedTokenizerBase
@@ -33,6 +34,7 @@ class Limits:
     max_text_tokens: int = 2000  # 4000 emoji would be 16,000 tokens: the prompt's cost is bounded in tokens
     max_new_tokens: int = 512
     max_segments: int = 16
+    max_regions: int = 8  # regions drawn in one turn
     media: MediaLimits = field(default_factory=MediaLimits)
     video: VideoLimits = field(default_factory=VideoLimits)
 
@@ -55,6 +57,9 @@ class SegChatProcessor:
         self.markup = MarkupIds.from_tokenizer(tokenizer, config.seg_token, self.prompts.stop_ids)
         vlm_config = config.vlm_config
         placeholders = [getattr(vlm_config, name, None) for name in ("image_token_id", "video_token_id")]
+        vocab = tokenizer.get_vocab()
+        # Sa2VA's InternVL checkpoints read regions as `<vp>` runs of image features; other models see marks.
+        self.takes_region_tokens = self.family.name == "internvl" and "<vp>" in vocab and "</vp>" in vocab
         # Ids only code may insert: the model must never generate them.
         self.unspeakable_ids = sorted(set(self.prompts.media_token_ids()) | {i for i in placeholders if i is not None})
 
@@ -101,9 +106,22 @@ class SegChatProcessor:
         code's `encode` adds it; nothing for Qwen), then the system turn."""
         return self.prompts.start_ids + self.prompts.system_turn(self.system_prompt)
 
-    def user_turn(self, text: str, vision: VisionInputs | None = None) -> list[int]:
-        """A user turn asking for an answer: the media block of `vision` (new media only) and `text` as data."""
-        return self.prompts.user_turn(text, self.prompts.media_block(vision.runs) if vision else None)
+    def user_turn(self, text: str, vision: VisionInputs | None = None, regions: list[int] | None = None) -> list[int]:
+        """A user turn asking for an answer: the media block of `vision` (new media only), the `regions` note
+        (`region_tokens` / `region_marks`) and `text` as data."""
+        media = self.prompts.media_block(vision.runs) if vision else []
+        return self.prompts.user_turn(text, media + (regions or []))
+
+    def region_tokens(self, masks: list[np.ndarray], numbers: list[int]) -> tuple[list[int], list[torch.Tensor]]:
+        """Regions as `<vp>` runs (checkpoints that `takes_region_tokens`): the note's ids, and each region's cells
+        on the image-token grid, whose features fill its run."""
+        cells = [self.family.region_cells(mask) for mask in masks]
+        context = self.tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
+        return self.prompts.region_block(numbers, [[context] * int(c.sum()) for c in cells]), cells
+
+    def region_marks(self, numbers: list[int]) -> list[int]:
+        """The note telling the model which numbered marks on the image are the regions (set-of-mark prompting)."""
+        return self.prompts.region_block(numbers)
 
     def closed_answer(self, new_ids: list[int]) -> list[int]:
         """A generated answer as it enters the history: with a stop token even if generation was cut off, and the

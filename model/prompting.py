@@ -55,6 +55,14 @@ def load_media_layout(family: str) -> MediaLayout:
     return MediaLayout(**_load("media.json")[family])
 
 
+def region_note(numbers: list[int], media: list[str] | None = None) -> str:
+    """The note introducing a turn's regions (numbered `numbers`, `prompts/regions.json`): with `media`, each
+    region's image tokens in a `<vp>` run (Sa2VA's wording); without, the note on numbered marks on the image."""
+    texts = _load("regions.json")["marks" if media is None else "tokens"]
+    items = [texts["item"].format(number=n, media=m) for n, m in zip(numbers, media or [""] * len(numbers))]
+    return texts["intro"].format(count=len(numbers)) + texts["separator"].join(items) + texts["end"]
+
+
 def agent_texts() -> dict[str, str]:
     """Agent mode's system prompt and round texts (`prompts/agent.json`, see `model.agent.loop`)."""
     return dict(_load("agent.json"))
@@ -125,6 +133,17 @@ class PromptBuilder:
             if k:
                 ids += self.control(self.layout.frame_separator)
             ids += self.control(before) + run + self.control(after)
+        return ids
+
+    def region_block(self, numbers: list[int], runs: list[list[int]] | None = None) -> list[int]:
+        """`region_note` as ids: with each region's image-token ids in its `<vp>` run when `runs` is given."""
+        if runs is None:
+            return self.control(region_note(numbers))
+        # The text between runs is tokenized whole, as the official code tokenizes the whole string.
+        pieces = region_note(numbers, ["\0"] * len(numbers)).split("\0")
+        ids = self.control(pieces[0])
+        for run, piece in zip(runs, pieces[1:]):
+            ids += run + self.control(piece)
         return ids
 
     def system_turn(self, system: str) -> list[int]:

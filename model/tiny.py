@@ -41,7 +41,7 @@ from model.modeling import SegChatModel
 SEG_TOKENS = ["[SEG]", "<p>", "</p>"]
 CHAT_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 MEDIA_TOKENS = {
-    "internvl": ["<img>", "</img>", "<IMG_CONTEXT>"],
+    "internvl": ["<img>", "</img>", "<IMG_CONTEXT>", "<vp>", "</vp>"],
     "qwen2_5_vl": ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"],
     "qwen3_vl": ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"],
 }

@@ -11,14 +11,29 @@ from model.prompting import PromptBuilder
 
 @dataclass
 class VisionInputs:
-    """The media of a conversation as the VLM sees it: image-token runs for the prompt and tensors for forward."""
+    """The media of a conversation as the VLM sees it: image-token runs for the prompt and tensors for forward.
+
+    `regions` are region prompts read from the image features (InternVL's `<vp>` tokens): per region, the bool
+    cells of the image-token grid whose features fill its tokens, in prompt order after every image token."""
 
     runs: list[list[int]]
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    regions: list[torch.Tensor] = field(default_factory=list)
 
     def to(self, device: torch.device, dtype: torch.dtype) -> "VisionInputs":
         moved = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) for k, v in self.tensors.items()}
-        return VisionInputs(self.runs, moved)
+        return VisionInputs(self.runs, moved, self.regions)
+
+    @classmethod
+    def concat(cls, parts: list["VisionInputs"]) -> "VisionInputs":
+        """Several media (a batch's samples, or a conversation's images) in order, as one input."""
+        keys = parts[0].tensors.keys()
+        return cls([run for part in parts for run in part.runs],
+                    {k: torch.cat([part.tensors[k] for part in parts]) for k in keys},
+                    [cells for part in parts for cells in part.regions])
+
+    def with_regions(self, cells: list[torch.Tensor]) -> "VisionInputs":
+        return VisionInputs(self.runs, self.tensors, self.regions + cells)
 
 
 class Family:

@@ -1,6 +1,9 @@
-"""InternVL (InternViT + Qwen2/Llama/...): dynamic 448-px tiling, `<img>` + `<IMG_CONTEXT>` runs."""
+"""InternVL (InternViT + Qwen2/Llama/...): dynamic 448-px tiling, `<img>` + `<IMG_CONTEXT>` runs, and Sa2VA's
+region prompts (`<vp>` runs filled from the image's features under a region mask)."""
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from model.families.base import Family, VisionInputs
@@ -21,6 +24,14 @@ class InternVLFamily(Family):
         patch = patch[0] if isinstance(patch, (list, tuple)) else patch
         side = self.tile_size // patch * self.config.vlm_config.downsample_ratio
         return int(side * side)
+
+    def region_cells(self, mask: np.ndarray) -> torch.Tensor:
+        """A region mask (bool H x W at the image's size) on one tile's token grid: the cells whose features fill
+        its `<vp>` tokens (Sa2VA's way: nearest-neighbour resize of the whole mask to the grid)."""
+        side = int(self.tokens_per_tile ** 0.5)
+        grid = F.interpolate(torch.from_numpy(np.asarray(mask, dtype=np.float32))[None, None], size=(side, side),
+                             mode="nearest")
+        return grid[0, 0].bool()
 
     def encode_images(self, images: list[Image.Image], as_video: bool = False) -> VisionInputs:
         if as_video:

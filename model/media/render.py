@@ -96,16 +96,17 @@ def overlay(
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def numbered_marks(image: np.ndarray, masks: Sequence[np.ndarray], colors: Sequence[Color] | None = None
-                   ) -> np.ndarray:
-    """Set-of-mark prompting: `overlay` of the masks, each with its number (1, 2, ...) in a label at the centre of
-    its box, white on the mask's colour with a black frame. Labels are 1/20 of the short side tall (12 px at least)."""
+def numbered_marks(image: np.ndarray, masks: Sequence[np.ndarray], colors: Sequence[Color] | None = None,
+                   first: int = 1) -> np.ndarray:
+    """Set-of-mark prompting: `overlay` of the masks, each with its number (`first`, `first` + 1, ...) in a label at
+    the centre of its box, white on the mask's colour with a black frame. Labels are 1/20 of the short side tall
+    (12 px at least)."""
     colors = colors_for(len(masks), colors)
     marked = Image.fromarray(overlay(image, masks, colors))
     draw = ImageDraw.Draw(marked)
     size = max(12, min(image.shape[:2]) // 20)
     font = ImageFont.load_default(size=size)
-    for number, (mask, color) in enumerate(zip(masks, colors), start=1):
+    for number, (mask, color) in enumerate(zip(masks, colors), start=first):
         centre = mark_centre(mask)
         if centre is None:
             continue

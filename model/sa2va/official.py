@@ -29,6 +29,7 @@ from model.errors import InputError
 from model.families import VisionInputs
 from model.modeling import SegChatModel
 from model.processing import SegChatProcessor
+from model.prompting import region_note
 from model.segmenters import SegEmbeddingSegmenter
 from model.segmenters.base import binary_masks
 from model.video.clip import VideoClip, VideoMedia, VideoOptions, load_video
@@ -52,20 +53,24 @@ class OfficialOutput:
         return {"prediction": self.prediction, "prediction_masks": self.masks}
 
 
-def official_prompt(processor: SegChatProcessor, text: str, past_text: str, runs: list[list[int]] | None) -> str:
-    """The prompt string the official code tokenizes; `runs` are the media's image-token runs (None: text only)."""
+def official_prompt(processor: SegChatProcessor, text: str, past_text: str, runs: list[list[int]] | None,
+                    region_runs: list[int] | None = None) -> str:
+    """The prompt string the official code tokenizes; `runs` are the media's image-token runs (None: text only),
+    `region_runs` the number of image tokens of each region prompt (InternVL's `mask_prompts`)."""
     prompts = processor.prompts
     layout, template = prompts.layout, prompts.template
     media = ""
     if runs:
         token = processor.tokenizer.convert_ids_to_tokens(runs[0][0])
         media = layout.frame_separator.join(layout.block.replace("{media}", token * len(run)) for run in runs)
+        if region_runs is not None:
+            media += region_note(list(range(1, len(region_runs) + 1)), [token * n for n in region_runs])
 
     def turn(content: str) -> str:
         return template.user.replace("{content}", content) + template.assistant
 
     if _is_internvl(processor):
-        if runs and IMAGE_TAG in text and past_text:
+        if runs and (IMAGE_TAG in text or region_runs is not None) and past_text:
             raise InputError("With `<image>` in the text, past_text must be empty (as in the official code).")
         return past_text + turn(text.replace(IMAGE_TAG, media))
     text = text.replace(IMAGE_TAG, "")
@@ -103,6 +108,7 @@ def _generate(model: SegChatModel, processor: SegChatProcessor, prompt_ids: list
     tokenizer = processor.tokenizer
     device = model.get_input_embeddings().weight.device
     inputs = processor.model_inputs(torch.tensor([prompt_ids]), vision, device, model.vlm.dtype)
+    inputs = model.with_region_features(inputs, vision.regions) if vision else inputs
     stops = sorted({*processor.prompts.stop_ids, tokenizer.eos_token_id} - {None})
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     seg_from_prompt = not _is_internvl(processor)
@@ -114,11 +120,19 @@ def _generate(model: SegChatModel, processor: SegChatProcessor, prompt_ids: list
 
 def predict_forward(model: SegChatModel, processor: SegChatProcessor, image: Image.Image | None = None,
                     video: list[Image.Image] | None = None, text: str = "", past_text: str = "",
+                    mask_prompts: list[np.ndarray] | None = None,
                     segmenter: SegEmbeddingSegmenter | None = None) -> OfficialOutput:
     """One official `predict_forward` call, with the intermediate results parity checks need. The caller holds
-    the model's lock; `segmenter` encodes the image for SAM2 (a caller's own, e.g. one that caches features)."""
+    the model's lock; `segmenter` encodes the image for SAM2 (a caller's own, e.g. one that caches features).
+
+    `mask_prompts` (InternVL checkpoints with `<vp>` tokens, images only, as in the official code): a list
+    holding one bool array (regions, H, W) at the image's size; `<image>` in `text` is followed by the regions
+    note, "region1" ... "regionN" each with its `<vp>` run."""
     if image is not None and video is not None:
         raise InputError("Pass either an image or a video, not both.")
+    if mask_prompts is not None and (image is None or not processor.takes_region_tokens or IMAGE_TAG not in text):
+        raise InputError("mask_prompts need an image, `<image>` in the text and a checkpoint trained with region "
+                         "prompts (Sa2VA's InternVL flavour), as in the official code.")
     past_text = past_text or ""
     text_only = image is None and video is None and IMAGE_TAG not in past_text
     if image is None and video is None and not text_only:
@@ -133,7 +147,11 @@ def predict_forward(model: SegChatModel, processor: SegChatProcessor, image: Ima
     elif image is not None:
         image = image if image.mode == "RGB" else image.convert("RGB")
         vision = processor.encode_images([image])
-    prompt = official_prompt(processor, text, past_text, vision.runs if vision else None)
+    region_runs = None
+    if mask_prompts is not None:
+        cells = [processor.family.region_cells(mask) for mask in np.asarray(mask_prompts[0], dtype=bool)]
+        vision, region_runs = vision.with_regions(cells), [int(c.sum()) for c in cells]
+    prompt = official_prompt(processor, text, past_text, vision.runs if vision else None, region_runs)
     prompt_ids = processor.tokenizer.encode(prompt)
     new_ids, states = _generate(model, processor, prompt_ids, vision)
     output = OfficialOutput(processor.tokenizer.decode(new_ids, skip_special_tokens=False).strip(), prompt_ids,

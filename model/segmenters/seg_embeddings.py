@@ -14,7 +14,7 @@ from PIL import Image
 
 from model.modeling import ImageFeatures, SegChatModel
 from model.processing import SegChatProcessor
-from model.segmenters.base import Segment, binary_masks
+from model.segmenters.base import Box, Segment, binary_masks
 
 
 @dataclass
@@ -42,7 +42,9 @@ class SegEmbeddingSegmenter:
                 zip(binary_masks(logits), decoded.iou_scores, decoded.object_scores, prompts.labels)]
 
     @torch.no_grad()
-    def refine(self, features: ImageFeatures, points_xy: list[tuple[float, float]], labels: list[int]) -> np.ndarray:
-        """One object's mask from clicks (pixel x, y of the original image; label 1 = in, 0 = out)."""
-        decoded = self.model.decode_points(features, points_xy, labels)
+    def refine(self, features: ImageFeatures, points_xy: list[tuple[float, float]], labels: list[int],
+               box: Box | None = None) -> np.ndarray:
+        """One object's mask from clicks (pixel x, y of the original image; label 1 = in, 0 = out) and/or a box
+        (x0, y0, x1, y1 in the same pixels)."""
+        decoded = self.model.decode_points(features, points_xy, labels, box)
         return binary_masks(self.model.upsample(decoded.low_res_logits, features.original_size))[0]

@@ -79,9 +79,7 @@ def collate(examples: list[Example], processor: SegChatProcessor) -> Batch:
         return torch.tensor([r + [value] * (length - len(r)) for r in rows])
 
     ids = [e.input_ids for e in examples]
-    keys = examples[0].vision.tensors.keys()
-    vision = VisionInputs([run for e in examples for run in e.vision.runs],
-                          {k: torch.cat([e.vision.tensors[k] for e in examples]) for k in keys})
+    vision = VisionInputs.concat([e.vision for e in examples])
     input_ids = pad(ids, processor.tokenizer.pad_token_id)
     return Batch(input_ids, pad([[1] * len(r) for r in ids], 0), pad([e.labels for e in examples], IGNORE_INDEX),
                  vision, processor.family.token_types(input_ids), torch.cat([e.sam_pixels for e in examples]),
