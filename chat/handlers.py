@@ -14,13 +14,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from chat import inputs
+from chat.drawing import drawn_regions
 from chat.refine import interior_point, refine_mask
 from chat.render import colored_answer_html, legend_html
 from chat.session import Media, Result, Session, Turn
 from chat.settings import AppSettings
-from chat.views import write_canvas, write_result_files
+from chat.views import write_canvas, write_region_view, write_result_files
 from model.agent.loop import AgentStep
 from model.errors import InputError, SegChatError
 from model.inference import Reply
@@ -30,6 +32,7 @@ from model.media.kind import media_kind
 from model.media.masks import mask_box
 from model.media.render import palette
 from model.media.video_file import VideoFile
+from model.regions import Region
 from model.segmenters.base import found_summary
 from model.video.clip import VideoClip, VideoOptions
 
@@ -94,6 +97,8 @@ def messages(session: Session) -> list[Message]:
         out.append({"role": "user", "content": _user_text(turn.text)})
         if turn.upload is not None:
             out.append({"role": "user", "content": {"path": str(turn.upload)}})
+        if turn.region_view is not None:
+            out.append({"role": "user", "content": {"path": str(turn.region_view)}})
         if turn.answer or turn.stopped:
             out.append({"role": "assistant", "content": _answer_html(turn)})
         elif turn.error is None and turn.result is None:
@@ -141,11 +146,15 @@ def _result(media: Media, reply: Reply) -> Result | None:
 
 def ask(session: Session, text: str, files: Sequence[str | Path] | None = None,
         settings: AppSettings = AppSettings(), video: VideoOptions = VideoOptions(),
-        progress: Progress | None = None) -> Iterator[list[Message]]:
+        progress: Progress | None = None, regions: Sequence[Region] = (), drawn: Sequence[np.ndarray] = (),
+        exact: bool = False) -> Iterator[list[Message]]:
     """One turn: yields the chat after every streamed piece of the answer; the session holds the outcome.
 
     A new upload replaces the media under discussion; without one the question is about the current media.
     `video` applies to a new video upload; on a follow-up about a video only its `propagation` is used.
+    `regions` point at things on the image (see `Conversation.ask`), and so do the layers `drawn` in the app's
+    editor (`chat.drawing`: clicks along the strokes, or with `exact` the strokes as masks); the person's message
+    then shows them as numbered marks.
     """
     upload = None
     try:  # the message is checked before anything of it is stored
@@ -157,6 +166,7 @@ def ask(session: Session, text: str, files: Sequence[str | Path] | None = None,
         yield messages(session)
         return
     turn = session.begin(text, None)
+    turn.regions = list(regions)
     try:
         yield messages(session)
         media_args, notices = {}, []
@@ -168,12 +178,21 @@ def ask(session: Session, text: str, files: Sequence[str | Path] | None = None,
             media_args, notices = _open_media(source, settings, video)
         elif session.media is not None and session.media.kind == "video":
             media_args["propagation"] = video.propagation  # the only option a follow-up may change
+        if drawn:
+            picture = media_args.get("image") or (Image.fromarray(session.media.frame) if session.media else None)
+            if picture is None:
+                raise InputError("Upload the picture the regions are drawn on.")
+            turn.regions = turn.regions + drawn_regions(list(drawn), picture.size, exact)
+        media_args["regions"] = turn.regions
         reply = yield from _stream_answer(session, turn, text, media_args)
         if reply is not None:  # None: stopped, and the conversation is left as it was
             if source is not None:
                 session.media = _media(source.name, media_args, session)
                 session.resend = None
             media = session.media
+            if reply.regions:
+                first = len(session.conversation.regions) - len(reply.regions) + 1
+                turn.region_view = write_region_view(session, media.frame, [r.mask for r in reply.regions], first)
             turn.warnings = notices + list(reply.warnings)
             turn.trace = trace_lines(reply.trace)
             turn.result = _result(media, reply) if media is not None else None
@@ -255,7 +274,8 @@ def retry(session: Session, settings: AppSettings = AppSettings(), video: VideoO
     if turn is None:
         yield messages(session)
         return
-    yield from ask(session, turn.text, [turn.upload] if turn.upload else None, settings, video, progress)
+    yield from ask(session, turn.text, [turn.upload] if turn.upload else None, settings, video, progress,
+                   turn.regions)
 
 
 def clear(session: Session) -> list[Message]:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from model.inference import Conversation, SegChat
+from model.regions import Region
 from model.video.clip import VideoMedia
 
 
@@ -81,6 +82,8 @@ class Turn:
     result: Result | None = None
     stopped: bool = False
     trace: list[str] = field(default_factory=list)  # agent mode: one line per tool call and decision
+    regions: list[Region] = field(default_factory=list)  # what the person pointed at (sent again on retry)
+    region_view: Path | None = None  # the picture with those regions as numbered marks
     # The conversation and media before this turn, so undo/retry can go back to them.
     conversation_before: Conversation | None = None
     media_before: Media | None = None

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import gradio as gr
 from gradio.utils import get_upload_folder
+from PIL import Image
 
-from chat import handlers, inputs
+from chat import drawing, handlers, inputs
 from chat.gpu import gpu
 from chat.session import Session, Sessions
 from chat.settings import MIB, AppSettings
@@ -95,6 +96,16 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
 
     skip_canvas = tuple(gr.skip() for _ in range(6))
 
+    def drawing_panel(state: Session | None) -> dict | None:
+        """The editor, emptied, with the picture under discussion to draw the next regions on; left as it is
+        after a refused question, so that the person can fix it and ask again."""
+        if state is not None and state.turns and state.turns[-1].error is not None:
+            return gr.skip()
+        media = state.media if state is not None else None
+        if media is None or media.kind != "image":
+            return None
+        return {"background": media.frame, "layers": [], "composite": None}
+
     def run_turn(session: Session, turns: Iterator[list]) -> Iterator[tuple]:
         busy = gr.MultimodalTextbox(value=None, interactive=False)
         for chat_messages in turns:
@@ -104,15 +115,31 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
 
     @gpu()
     def ask(message: dict | None, state: Session | None, propagation: str, llm_frames: float, sampling: str,
-            request: gr.Request, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Iterator[tuple]:
+            regions: object, request: gr.Request,
+            progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Iterator[tuple]:
+        """The public /ask: regions as JSON."""
+        yield from ask_drawn(message, state, propagation, llm_frames, sampling, regions, None, False, request,
+                             progress)
+
+    @gpu()
+    def ask_drawn(message: dict | None, state: Session | None, propagation: str, llm_frames: float, sampling: str,
+                  regions: object, editor: dict | None, exact: bool, request: gr.Request,
+                  progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Iterator[tuple]:
+        """The page's ask: with the regions drawn in the editor too."""
         options = video_options(propagation, llm_frames, sampling)
+        session = session_of(state, request)
         try:
             text, files = inputs.message_parts(message)
+            pointed = inputs.regions(regions)
+            drawn = drawing.layer_masks(editor)
+            picture = drawing.editor_picture(editor) if drawn and not files and session.media is None else None
         except SegChatError as err:
             raise refused(err, "ask") from None
-        session = session_of(state, request)
+        if picture is not None:  # regions drawn on a picture loaded in the panel: that picture is the upload
+            files = [session.new_file("drawn.png")]
+            Image.fromarray(picture).save(files[0])
         yield from run_turn(session, handlers.ask(session, text, files, settings, options,
-                                                  _progress_callback(progress)))
+                                                  _progress_callback(progress), pointed, drawn, bool(exact)))
 
     @gpu()
     def retry(state: Session | None, propagation: str, llm_frames: float, sampling: str, request: gr.Request,
@@ -201,6 +228,20 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
                                                        "richest in vitamin C and explain why.”",
                                            show_label=False)
                 gr.Markdown(limits_text(settings), elem_id="limits")
+                with gr.Accordion("Point at something (regions)", open=False, elem_id="regions-panel"):
+                    gr.Markdown("Brush over what you mean, one layer per region (add a layer for the next one), "
+                                "then ask about “region 1”, “region 2”… A stroke is read as clicks on the object "
+                                "under it; tick the box to use the strokes themselves as the region. Draw on the "
+                                "picture under discussion, or load one here.")
+                    editor = gr.ImageEditor(label="Regions", type="numpy", image_mode="RGBA", layers=True,
+                                            sources=["upload", "clipboard"], transforms=[],
+                                            brush=gr.Brush(default_size=12, colors=["#ff1744"],
+                                                           color_mode="fixed"),
+                                            elem_id="regions-editor", height=360)
+                    exact = gr.Checkbox(False, label="Use my drawing as the exact mask", elem_id="regions-exact")
+                    # The public /ask endpoint's regions as JSON (points, box, COCO-RLE mask), see README.
+                    regions_json = gr.JSON([], visible=False, label="regions")
+                    api_ask = gr.Button(visible=False)  # the public /ask (the page sends its drawing too)
                 answerer = gr.Radio([("the model ([SEG] masks)", "model"), ("the agent (VLM + SAM 3)", "agent")],
                                     value="model", label="Answer with", visible=agent is not None,
                                     elem_id="answerer")
@@ -243,18 +284,21 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
 
         turn_outputs = [chatbot, box, canvas, canvas_video, legend, shown, target, files, state]
         model_work = {"concurrency_id": MODEL_WORK, "concurrency_limit": settings.concurrency}
-        box.submit(ask, [box, state, propagation, llm_frames, sampling], turn_outputs, api_name="ask",
-                            **model_work)
+        box.submit(ask_drawn, [box, state, propagation, llm_frames, sampling, regions_json, editor, exact],
+                   turn_outputs, api_visibility="private", **model_work).then(
+            drawing_panel, [state], [editor], api_visibility="private", queue=False)
+        api_ask.click(ask, [box, state, propagation, llm_frames, sampling, regions_json], turn_outputs,
+                      api_name="ask", **model_work)
         retry_btn.click(retry, [state, propagation, llm_frames, sampling], turn_outputs,
-                                   api_visibility="private", **model_work)
+                        api_visibility="private", **model_work).then(
+            drawing_panel, [state], [editor], api_visibility="private", queue=False)
         stop_btn.click(stop, [state], None, api_visibility="private", queue=False)
         if agent is not None:
             answerer.change(use, [answerer, state], [chatbot, state], api_name="use", **model_work)
         rewind_outputs = [chatbot, canvas, canvas_video, legend, shown, target, files, state]
-        undo_btn.click(rewind(handlers.undo), [state], rewind_outputs, api_visibility="private",
-                       trigger_mode="once")
-        clear_btn.click(rewind(handlers.clear), [state], rewind_outputs, api_visibility="private",
-                        trigger_mode="once")
+        for button, action in ((undo_btn, handlers.undo), (clear_btn, handlers.clear)):
+            button.click(rewind(action), [state], rewind_outputs, api_visibility="private", trigger_mode="once").then(
+                drawing_panel, [state], [editor], api_visibility="private", queue=False)
         target.change(lambda index: index, target, target_index, api_visibility="private", queue=False)
         canvas.select(click_point, None, [click_x, click_y], api_visibility="private").then(
             refine, [state, target_index, click_x, click_y, click_kind], [canvas, files, state], api_name="refine",

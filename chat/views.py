@@ -1,16 +1,17 @@
 """Files a result is shown and downloaded as: canvas and overlay PNG / H.264 overlay video, PNG-mask zip, COCO RLE
-JSON, all written with `model.media.export` / `model.media.render`."""
+JSON, and the picture of a question's regions, all written with `model.media.export` / `model.media.render`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from chat.session import Result, Session
 from model.media.export import Progress, masks_to_png_zip, write_coco_rle_json, write_overlay_video
-from model.media.render import fit_mask, overlay, palette
+from model.media.render import fit_mask, numbered_marks, overlay, palette
 
 
 def _write_picture(session: Session, result: Result, indices: Sequence[int], name: str) -> Path:
@@ -48,3 +49,11 @@ def write_result_files(session: Session, result: Result, progress: Progress | No
     json_path = write_coco_rle_json(masks, labels, session.new_file("coco_rle.json"),
                                     [result.scores[i] for i in found])
     result.downloads = [zip_path, json_path, result.overlay]
+
+
+def write_region_view(session: Session, frame: np.ndarray, masks: Sequence[np.ndarray], first: int) -> Path:
+    """The picture with a turn's regions as numbered marks (the first one is region `first`), as the question shows
+    them."""
+    path = session.new_file("regions.png")
+    Image.fromarray(numbered_marks(frame, masks, first=first)).save(path)
+    return path
