@@ -1,8 +1,10 @@
 """InternLM2 checkpoints (Sa2VA-8B/26B): the native tokenizer against the official class's ids (fixture made by
-tests/fixtures/internlm2_tokenizer/make_reference.py), and a Sa2VA-8B-layout checkpoint that converts, loads and
-answers with `<s>` first and `<|im_end|>` as its stop word."""
+tests/fixtures/internlm2_tokenizer/make_reference.py), and the Sa2VA-8B-layout oracle (made by
+tests/fixtures/make_internlm2_oracle.py; its parity is test_parity's) through a SegChat conversation, with `<s>`
+first and `<|im_end|>` as its stop word."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +14,10 @@ from model import SegChat
 from model.errors import CheckpointError
 from model.internlm2_tokenizer import InternLM2Tokenizer, load_tokenizer
 from model.sa2va.convert.internvl_keys import split_internlm2_wqkv
-from tests.helpers import shared_path
-from tests.model.sa2va.layouts import INTERNLM2_TOKENIZER, fuse_wqkv, internlm2_checkpoint
 
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+INTERNLM2_TOKENIZER = FIXTURES / "internlm2_tokenizer"
+ORACLE = FIXTURES / "oracle" / "sa2va-internlm2"
 REFERENCE = json.loads((INTERNLM2_TOKENIZER / "reference.json").read_text())
 MARKUP = ("<|", "<img", "</", "<IMG", "[SEG]", "<s>", "<unk>", "<p>", "<vp>", "<quad", "<ref", "<box")
 
@@ -67,6 +70,16 @@ def test_missing_tokenizer_model_is_a_clear_error(tmp_path):
         load_tokenizer(tmp_path)
 
 
+def fuse_wqkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """InternLM2's fused projection: per kv head, its query heads then its key and value rows."""
+    hidden = q.shape[1]
+    head_dim = k.shape[0] // kv_heads
+    groups = q.shape[0] // (kv_heads * head_dim)
+    parts = [q.reshape(kv_heads, groups, head_dim, hidden), k.reshape(kv_heads, 1, head_dim, hidden),
+             v.reshape(kv_heads, 1, head_dim, hidden)]
+    return torch.cat(parts, dim=1).reshape(-1, hidden)
+
+
 def test_wqkv_fuse_is_the_inverse_of_the_converter_split():
     q, k, v = torch.randn(12, 5), torch.randn(6, 5), torch.randn(6, 5)
     parts = dict(split_internlm2_wqkv("l.attention.wqkv.weight", fuse_wqkv(q, k, v, kv_heads=2), 4, 2))
@@ -76,8 +89,7 @@ def test_wqkv_fuse_is_the_inverse_of_the_converter_split():
 @pytest.mark.slow
 def test_sa2va_8b_layout_loads_and_answers(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGCHAT_CACHE", str(tmp_path / "cache"))
-    folder = internlm2_checkpoint(shared_path("oracle", "sa2va-internvl-qwen2"), tmp_path / "Sa2VA-8B")
-    chat = SegChat.from_pretrained(folder, device="cpu", dtype="fp32")
+    chat = SegChat.from_pretrained(ORACLE, device="cpu", dtype="fp32")
     processor = chat.processor
     assert isinstance(processor.tokenizer, InternLM2Tokenizer)
     assert chat.model.config.template == "internlm2_chat"
