@@ -18,7 +18,7 @@ from pathlib import Path
 import gradio as gr
 from gradio.utils import get_upload_folder
 
-from chat import handlers, inputs
+from chat import examples, handlers, inputs
 from chat.gpu import gpu
 from chat.session import Session, Sessions
 from chat.settings import MIB, AppSettings
@@ -43,6 +43,16 @@ def limits_text(settings: AppSettings) -> str:
             f"videos up to {video.max_file_bytes / MIB:.0f} MiB and {video.max_duration_s:.0f} s. "
             f"Each turn segments at most {settings.budget.describe()} of a video: longer videos are sampled "
             "evenly. One file per message; follow-up questions are about the last file sent.")
+
+
+def example_gallery(box: gr.MultimodalTextbox) -> gr.Examples:
+    """The shipped examples under the message box: a click fills it (chain the turn to `.load_input_event`).
+    Never cached: a Space must start fast. The files are served from the package as they are (not copied into
+    Gradio's cache), so every click sends the same shipped file, which sessions never remove."""
+    shipped = examples.load_examples()
+    gr.set_static_paths([example.file for example in shipped])
+    return gr.Examples([[example.message] for example in shipped], inputs=[box], label="Try an example",
+                       cache_examples=False, api_visibility="private", elem_id="examples")
 
 
 def refused(err: SegChatError, action: str) -> gr.Error:
@@ -200,6 +210,7 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
                                            placeholder="Upload an image or video and ask, e.g. “Segment the food "
                                                        "richest in vitamin C and explain why.”",
                                            show_label=False)
+                gallery = example_gallery(box)
                 gr.Markdown(limits_text(settings), elem_id="limits")
                 answerer = gr.Radio([("the model ([SEG] masks)", "model"), ("the agent (VLM + SAM 3)", "agent")],
                                     value="model", label="Answer with", visible=agent is not None,
@@ -243,8 +254,9 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
 
         turn_outputs = [chatbot, box, canvas, canvas_video, legend, shown, target, files, state]
         model_work = {"concurrency_id": MODEL_WORK, "concurrency_limit": settings.concurrency}
-        box.submit(ask, [box, state, propagation, llm_frames, sampling], turn_outputs, api_name="ask",
-                            **model_work)
+        ask_inputs = [box, state, propagation, llm_frames, sampling]
+        box.submit(ask, ask_inputs, turn_outputs, api_name="ask", **model_work)
+        gallery.load_input_event.then(ask, ask_inputs, turn_outputs, api_visibility="private", **model_work)
         retry_btn.click(retry, [state, propagation, llm_frames, sampling], turn_outputs,
                                    api_visibility="private", **model_work)
         stop_btn.click(stop, [state], None, api_visibility="private", queue=False)
