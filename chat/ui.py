@@ -21,9 +21,10 @@ from gradio.utils import get_upload_folder
 from chat import examples, handlers, inputs
 from chat.gpu import gpu
 from chat.session import Session, Sessions
-from chat.settings import MIB, AppSettings
+from chat.settings import AppSettings
 from model.errors import InputError, SegChatError
 from model.inference import SegChat
+from model.media.image import mebibytes, megapixels, plain_number
 from model.video.clip import FRAME_SAMPLINGS, PROPAGATION_MODES, VideoOptions
 
 MODEL_WORK = "model"  # concurrency group of every event that runs the model
@@ -38,11 +39,13 @@ MAX_LLM_FRAMES = 16
 
 
 def limits_text(settings: AppSettings) -> str:
+    """The limits line under the message box, in the words of the refusals, from the limits the handlers enforce."""
     image, video = settings.image, settings.video
-    return (f"Images up to {image.max_file_bytes / MIB:.0f} MiB and {image.max_pixels / 1e6:.0f} megapixels; "
-            f"videos up to {video.max_file_bytes / MIB:.0f} MiB and {video.max_duration_s:.0f} s. "
-            f"Each turn segments at most {settings.budget.describe()} of a video: longer videos are sampled "
-            "evenly. One file per message; follow-up questions are about the last file sent.")
+    return (f"Images up to {mebibytes(image.max_file_bytes)} and {megapixels(image.max_pixels)}; "
+            f"videos up to {mebibytes(video.max_file_bytes)}, {plain_number(video.max_duration_s)} s and "
+            f"{video.max_side} px on the long side. Each turn segments at most {settings.budget.describe()} of a "
+            "video: longer videos are sampled evenly. One file per message; follow-up questions are about the last "
+            "file sent.")
 
 
 def example_gallery(box: gr.MultimodalTextbox) -> gr.Examples:
