@@ -3,7 +3,6 @@ words, and the README states the defaults."""
 
 import math
 import re
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
