@@ -8,6 +8,10 @@ import os
 from dataclasses import replace
 import re
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from model.processing import Limits
 
 DEFAULT_MODEL = "ByteDance/Sa2VA-Qwen3-VL-4B"
 # Below this much GPU memory the default model does not fit in bf16 next to its activations: load it in 4 bits.
@@ -79,9 +83,10 @@ def _demo_checkpoint() -> str:
     return str(demo_checkpoint(progress=True))
 
 
-def load_chats(args: argparse.Namespace):
-    """The app's model and, when an agent is served beside it, the agent (else None); exits with a message saying
-    what to do when one cannot be loaded (never a traceback)."""
+def load_chats(args: argparse.Namespace, limits: Limits | None = None):
+    """The app's model and, when an agent is served beside it, the agent (else None), both with `limits` (a
+    `model.Limits`; None: the library's defaults); exits with a message saying what to do when one cannot be loaded
+    (never a traceback)."""
     from model.errors import SegChatError
     from model.inference import SegChat
 
@@ -96,7 +101,7 @@ def load_chats(args: argparse.Namespace):
         print(f"Loading {source} (quantization: {quantization or 'none'})...", file=sys.stderr)
         try:
             chats.append(SegChat.from_pretrained(source, device=args.device, quantization=quantization,
-                                                 concepts=concepts, mode=mode))
+                                                 concepts=concepts, mode=mode, limits=limits))
         except SegChatError as err:
             raise SystemExit(f"Could not load the model: {err}") from None
     return chats[0], (chats[1] if len(chats) > 1 else None)
@@ -107,15 +112,15 @@ def main(argv: list[str] | None = None) -> None:
     # Requests a person got wrong are logged by `chat` as one INFO line each; faults as errors with a traceback.
     logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("chat").setLevel(logging.INFO)
-    chat, agent = load_chats(args)
     from chat.settings import AppSettings, WorkBudget
+
+    settings = AppSettings(max_file_bytes=args.max_file_size)
+    chat, agent = load_chats(args, settings.model_limits)  # the model checks media by the limits the page shows
     from chat.ui import build_demo, launch
 
-    settings = AppSettings.for_device(chat.device.type, max_file_bytes=args.max_file_size)
-    if args.turn_video_frames or args.turn_video_side:
-        budget = settings.budget
-        settings = replace(settings, budget=WorkBudget(args.turn_video_frames or budget.frames,
-                                                       args.turn_video_side or budget.side))
+    budget = WorkBudget.for_device(chat.device.type)
+    settings = replace(settings, budget=WorkBudget(args.turn_video_frames or budget.frames,
+                                                   args.turn_video_side or budget.side))
     launch(build_demo(chat, settings, agent=agent), host=args.host, port=args.port, share=args.share,
            settings=settings)
 

@@ -2,8 +2,8 @@
 
 One `Session` lives in one `gr.State`; nothing here is shared between users except the read-only model. A session
 owns its files: its folder (created on first use: overlays, canvases, downloads, its own link to each upload) and
-the uploads it was sent, all removed when it ends. `Sessions` keeps the live ones so that a server shutting down
-ends them all.
+the uploads it was sent, all removed when it ends (never the app's example files, which every session may send).
+`Sessions` keeps the live ones so that a server shutting down ends them all.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from chat.examples import is_example_file
 from model.inference import Conversation, SegChat
 from model.regions import Region
 from model.video.clip import VideoMedia
@@ -138,19 +139,22 @@ class Session:
         """A message refused before it became a turn: only the reason is kept (shown once), and its files are
         removed with the session's."""
         self.notice = reason
-        self._received.update(files)
+        self._receive(files)
 
     def take_upload(self, path: Path) -> Path:
         """The session's own copy of an upload (a hard link where possible): the server's file may be shared by
         identical uploads of other sessions, so each session removes only its own link, and the received file
         when it ends."""
-        self._received.add(path)
+        self._receive([path])
         own = self.new_file(path.name)
         try:
             os.link(path, own)
         except OSError:
             shutil.copyfile(path, own)
         return own
+
+    def _receive(self, files: list[Path]) -> None:
+        self._received.update(path for path in files if not is_example_file(path))
 
     def pop_turn(self) -> Turn | None:
         """Remove the last turn and return the model conversation and media to what they were before it."""

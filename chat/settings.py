@@ -1,7 +1,8 @@
 """Server-wide limits and queue settings of the chat app (one instance, shared read-only by all sessions).
 
-The app's media limits are its own, tighter than the library's defaults (`model.segchat.Limits`): a turn on a long
-video takes minutes on a CPU. They are stated here only; the page text and the upload checks read them from here.
+The app's media limits are its own, tighter than the library's defaults (`model.Limits`): a turn on a long
+video takes minutes on a CPU. They are stated here only; the page text, the upload checks and the model (loaded with
+`model_limits`) read them from here.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from model.media.image import MediaLimits
 from model.media.video_file import VideoInfo, VideoLimits
+from model.processing import Limits
 from model.video.clip import VideoOptions
 
 MIB = 2**20
@@ -62,11 +64,6 @@ class AppSettings:
     cache_ttl_s: int = 3600  # files served to browsers are deleted after this long
     budget: WorkBudget = field(default_factory=lambda: WorkBudget.for_device("cpu"))  # video work per turn
 
-    @classmethod
-    def for_device(cls, device: str, **overrides) -> "AppSettings":
-        """Settings with the work budget of `device` ("cpu", "cuda"...); `overrides` set other fields."""
-        return cls(**{"budget": WorkBudget.for_device(device), **overrides})
-
     @property
     def image(self) -> MediaLimits:
         """What an uploaded image may be (checked before its pixels are decoded)."""
@@ -77,3 +74,9 @@ class AppSettings:
     def video(self) -> VideoLimits:
         """What an uploaded video may be (checked by its probe, before any frame is decoded)."""
         return VideoLimits(max_file_bytes=self.max_file_bytes, max_duration_s=self.max_video_s)
+
+    @property
+    def model_limits(self) -> Limits:
+        """The library's limits with this app's media limits, to load the model with: the model checks an image
+        again, by these numbers too."""
+        return Limits(media=self.image, video=self.video)

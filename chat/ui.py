@@ -19,12 +19,13 @@ import gradio as gr
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-from chat import drawing, handlers, inputs
+from chat import drawing, examples, handlers, inputs
 from chat.gpu import gpu
 from chat.session import Session, Sessions
-from chat.settings import MIB, AppSettings
+from chat.settings import AppSettings
 from model.errors import InputError, SegChatError
 from model.inference import SegChat
+from model.media.image import mebibytes, megapixels, plain_number
 from model.video.clip import FRAME_SAMPLINGS, PROPAGATION_MODES, VideoOptions
 
 MODEL_WORK = "model"  # concurrency group of every event that runs the model
@@ -39,11 +40,23 @@ MAX_LLM_FRAMES = 16
 
 
 def limits_text(settings: AppSettings) -> str:
+    """The limits line under the message box, in the words of the refusals, from the limits the handlers enforce."""
     image, video = settings.image, settings.video
-    return (f"Images up to {image.max_file_bytes / MIB:.0f} MiB and {image.max_pixels / 1e6:.0f} megapixels; "
-            f"videos up to {video.max_file_bytes / MIB:.0f} MiB and {video.max_duration_s:.0f} s. "
-            f"Each turn segments at most {settings.budget.describe()} of a video: longer videos are sampled "
-            "evenly. One file per message; follow-up questions are about the last file sent.")
+    return (f"Images up to {mebibytes(image.max_file_bytes)} and {megapixels(image.max_pixels)}; "
+            f"videos up to {mebibytes(video.max_file_bytes)}, {plain_number(video.max_duration_s)} s and "
+            f"{video.max_side} px on the long side. Each turn segments at most {settings.budget.describe()} of a "
+            "video: longer videos are sampled evenly. One file per message; follow-up questions are about the last "
+            "file sent.")
+
+
+def example_gallery(box: gr.MultimodalTextbox) -> gr.Examples:
+    """The shipped examples under the message box: a click fills it (chain the turn to `.load_input_event`).
+    Never cached: a Space must start fast. The files are served from the package as they are (not copied into
+    Gradio's cache), so every click sends the same shipped file, which sessions never remove."""
+    shipped = examples.load_examples()
+    gr.set_static_paths([example.file for example in shipped])
+    return gr.Examples([[example.message] for example in shipped], inputs=[box], label="Try an example",
+                       cache_examples=False, api_visibility="private", elem_id="examples")
 
 
 def refused(err: SegChatError, action: str) -> gr.Error:
@@ -227,6 +240,7 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
                                            placeholder="Upload an image or video and ask, e.g. “Segment the food "
                                                        "richest in vitamin C and explain why.”",
                                            show_label=False)
+                gallery = example_gallery(box)
                 gr.Markdown(limits_text(settings), elem_id="limits")
                 with gr.Accordion("Point at something (regions)", open=False, elem_id="regions-panel"):
                     gr.Markdown("Brush over what you mean, one layer per region (add a layer for the next one), "
@@ -284,11 +298,12 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
 
         turn_outputs = [chatbot, box, canvas, canvas_video, legend, shown, target, files, state]
         model_work = {"concurrency_id": MODEL_WORK, "concurrency_limit": settings.concurrency}
-        box.submit(ask_drawn, [box, state, propagation, llm_frames, sampling, regions_json, editor, exact],
-                   turn_outputs, api_visibility="private", **model_work).then(
+        ask_inputs = [box, state, propagation, llm_frames, sampling, regions_json]
+        box.submit(ask_drawn, [*ask_inputs, editor, exact], turn_outputs, api_visibility="private",
+                   **model_work).then(drawing_panel, [state], [editor], api_visibility="private", queue=False)
+        api_ask.click(ask, ask_inputs, turn_outputs, api_name="ask", **model_work)
+        gallery.load_input_event.then(ask, ask_inputs, turn_outputs, api_visibility="private", **model_work).then(
             drawing_panel, [state], [editor], api_visibility="private", queue=False)
-        api_ask.click(ask, [box, state, propagation, llm_frames, sampling, regions_json], turn_outputs,
-                      api_name="ask", **model_work)
         retry_btn.click(retry, [state, propagation, llm_frames, sampling], turn_outputs,
                         api_visibility="private", **model_work).then(
             drawing_panel, [state], [editor], api_visibility="private", queue=False)

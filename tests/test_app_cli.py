@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import app
+from chat.settings import MIB, AppSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,5 +47,7 @@ def test_an_agent_alone_or_beside_the_model(tiny_dirs, tiny_plain_dirs, tiny_sam
     agent = ["--agent", str(tiny_plain_dirs["qwen3_vl"]), "--concepts", str(tiny_sam3_dir)]
     chat, beside = app.load_chats(app.parse_args(agent))
     assert chat.mode == "agent" and beside is None
-    chat, beside = app.load_chats(app.parse_args([*agent, "--model", str(tiny_dirs["qwen3_vl"])]))
+    limits = AppSettings(max_file_bytes=3 * MIB).model_limits  # what `main` loads them with
+    chat, beside = app.load_chats(app.parse_args([*agent, "--model", str(tiny_dirs["qwen3_vl"])]), limits)
     assert (chat.mode, beside.mode) == ("seg", "agent")
+    assert chat.limits == limits and beside.limits == limits

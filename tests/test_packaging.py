@@ -1,10 +1,13 @@
-"""`pip install .` installs `model`, `chat` and `prompts` (templates as package data) and the console scripts."""
+"""`pip install .` installs `model`, `chat` and `prompts` (templates and the app's examples as package data) and the
+console scripts."""
 
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+from chat.examples import load_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,6 +23,8 @@ def test_the_wheel_carries_the_prompts_and_runs_outside_the_source_tree(tmp_path
     wheel = next((tmp_path / "dist").glob("segchat-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert {"prompts/templates.json", "prompts/media.json", "prompts/system.txt", "app.py"} <= set(names)
+    shipped = {f"chat/examples/{e.file.name}" for e in load_examples()} | {"chat/examples/examples.json"}
+    assert shipped <= set(names)
     assert not any(name.startswith(("tests/", "bench/")) for name in names)
     scripts = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "segchat-predict = model.predict:main" in scripts and "segchat = app:main" in scripts
@@ -27,7 +32,9 @@ def test_the_wheel_carries_the_prompts_and_runs_outside_the_source_tree(tmp_path
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp_path / "site"),
                     str(wheel)], check=True, capture_output=True)
     probe = ("import model.prompting as p; assert p.__file__.startswith(%r); "
-             "print(p.load_template('qwen_chat').stop)" % str(tmp_path / "site"))
+             "print(p.load_template('qwen_chat').stop); "
+             "from chat.examples import load_examples; assert all(e.file.is_file() for e in load_examples())"
+             % str(tmp_path / "site"))
     run = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
                          env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr

@@ -43,8 +43,19 @@ class MediaLimits:
     max_aspect_ratio: float = MAX_ASPECT_RATIO
 
 
-def _mpx(pixels: int) -> str:
-    return f"{pixels / 1e6:.0f} Mpx" if pixels >= 10_000_000 else f"{pixels / 1e6:.1f} Mpx"
+def plain_number(value: float) -> str:
+    """A limit or a measure as people read it, never rounded to a whole number: 40, 2.5, 0.49."""
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def megapixels(pixels: int) -> str:
+    """"40 Mpx": how refusals and the app's page state a number of pixels."""
+    return f"{plain_number(pixels / 1e6)} Mpx"
+
+
+def mebibytes(size: int) -> str:
+    """"1.5 MiB": how refusals and the app's page state a file size."""
+    return f"{plain_number(size / 2**20)} MiB"
 
 
 def check_aspect_ratio(width: int, height: int, max_ratio: float, what: str = "image") -> None:
@@ -66,8 +77,8 @@ def check_size(width: int, height: int, limits: MediaLimits) -> None:
         )
     if width * height > limits.max_pixels:
         raise MediaError(
-            f"The image is {width}×{height} pixels ({_mpx(width * height)}); "
-            f"the limit is {_mpx(limits.max_pixels)}."
+            f"The image is {width}×{height} pixels ({megapixels(width * height)}); "
+            f"the limit is {megapixels(limits.max_pixels)}."
         )
     check_aspect_ratio(width, height, limits.max_aspect_ratio)
 
@@ -80,9 +91,9 @@ def _open_header(path: Path, limits: MediaLimits) -> Image.Image:
             return Image.open(path)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
         found = _BOMB_SIZE.search(str(e))
-        claimed = f" ({_mpx(int(found.group(1)))})" if found else ""
+        claimed = f" ({megapixels(int(found.group(1)))})" if found else ""
         raise MediaError(
-            f"The image is too large{claimed}; the limit is {_mpx(limits.max_pixels)}."
+            f"The image is too large{claimed}; the limit is {megapixels(limits.max_pixels)}."
         ) from None
     except UnidentifiedImageError:
         raise MediaError(f"“{path.name}” is not an image in a format I can read.") from None
@@ -101,7 +112,7 @@ def check_media_file(path: Path, max_bytes: int, kind: str = "image") -> None:
     if size == 0:
         raise MediaError(f"The {kind} file “{path.name}” is empty (0 bytes).")
     if size > max_bytes:
-        raise MediaError(f"The {kind} file is {size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB.")
+        raise MediaError(f"The {kind} file is {mebibytes(size)}; the limit is {mebibytes(max_bytes)}.")
 
 
 def _from_path(path: Path, limits: MediaLimits) -> Image.Image:

@@ -22,7 +22,7 @@ import av
 import numpy as np
 
 from model.errors import MediaError
-from model.media.image import MAX_ASPECT_RATIO, check_aspect_ratio, check_media_file
+from model.media.image import MAX_ASPECT_RATIO, check_aspect_ratio, check_media_file, plain_number
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def _check_limits(
     check_aspect_ratio(width, height, limits.max_aspect_ratio, "video")
     if duration > limits.max_duration_s:
         raise MediaError(
-            f"The video lasts {duration:.1f} s; the limit is {limits.max_duration_s:.0f} s."
+            f"The video lasts {duration:.1f} s; the limit is {plain_number(limits.max_duration_s)} s."
         )
     if n_frames > limits.max_frames:
         raise MediaError(f"The video has {n_frames} frames; the limit is {limits.max_frames}.")

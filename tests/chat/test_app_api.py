@@ -1,13 +1,16 @@
 """The app through its HTTP API (`gradio_client`) against a real local server with a tiny model."""
 
+import io
 import json
 import threading
 import zipfile
 
+import httpx
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from chat.examples import load_examples
 from tests.helpers import SETTINGS, serving, serving_concepts, write_bomb_png, write_image
 
 
@@ -55,6 +58,18 @@ def test_three_turn_conversation_with_refine_and_download(url, tmp_path):
     assert [p.rsplit("/", 1)[-1] for p in downloaded] == [p.rsplit("/", 1)[-1] for p in files]
     with zipfile.ZipFile(next(p for p in downloaded if p.endswith(".zip"))) as zf:
         assert "01_the_red_apple.png" in zf.namelist()
+
+
+def test_a_shipped_example_runs_through_the_app(url):
+    # A click on an example is a private event (it fills the message box, then runs /ask): its message goes
+    # through /ask here, the click itself through the browser tests.
+    example = load_examples()[0]
+    client = Client(url, verbose=False, download_files=False)
+    chat, _, canvas, _, legend, *_ = ask(client, example.instruction, example.file)
+    assert texts([m for m in chat if m["role"] == "user"]) == [example.instruction]
+    assert "the red apple" in legend and "the cup" in legend
+    shown = Image.open(io.BytesIO(httpx.get(canvas["url"]).raise_for_status().content))
+    assert shown.size == Image.open(example.file).size
 
 
 def test_two_concurrent_sessions_never_see_each_other(url, tmp_path):

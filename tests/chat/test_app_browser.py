@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from chat.examples import load_examples
 from tests.helpers import serving, serving_concepts
 from tests.helpers import scripted_rounds, shared_path, write_image
 
@@ -63,6 +64,20 @@ def test_photo_answer_shows_overlay_legend_and_downloads(page, url):
     check_downloads(page)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app_photo.png"), full_page=True)
+
+
+def test_a_click_on_an_example_asks_it_and_again_after_clear(page, url):
+    example = load_examples()[0]
+    page.goto(url)
+    for _ in range(2):  # Clear removes the session's files, never the shipped example
+        page.locator("#examples button", has_text=example.instruction).click()
+        expect(page.locator("#chatbot")).to_contain_text(example.instruction, timeout=30_000)
+        expect(page.locator("#chatbot img[src*='overlay']")).to_have_count(1, timeout=60_000)
+        expect(page.locator("#legend .segchat-legend-item")).to_have_count(2, timeout=30_000)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "app_example.png"), full_page=True)
+        page.click("#clear")
+        expect(page.locator("#chatbot img")).to_have_count(0, timeout=30_000)
 
 
 def test_video_answer_shows_a_playable_overlay_video(page, url):
