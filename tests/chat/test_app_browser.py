@@ -1,11 +1,15 @@
 """The app in a real browser: Debian's Chromium driven by Playwright (never a downloaded browser)."""
 
+import io
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import expect
 
 from chat.examples import load_examples
+from model.media.render import palette
 from tests.helpers import serving, serving_concepts
 from tests.helpers import scripted_rounds, shared_path, write_image
 
@@ -128,3 +132,31 @@ def test_an_agent_answer_shows_how_it_found_the_objects(page, agent_chat, tmp_pa
         summary.click()
         expect(page.locator("#chatbot details")).to_contain_text("SAM 3 found 1: cup")
         expect(page.locator("#legend")).to_contain_text("cup")
+
+
+def test_a_region_brushed_on_the_picture_is_asked_about_and_shown_as_a_numbered_mark(page, url, tmp_path):
+    send(page, url, write_image(tmp_path / "photo.png", 320, 240), "Look at this.")
+    page.wait_for_selector("#legend .segchat-legend-item", timeout=60_000)
+    page.click("#regions-panel .label-wrap")
+    canvas = page.locator("#regions-editor canvas").first
+    canvas.wait_for(timeout=20_000)
+    page.locator("#regions-editor").get_by_role("button", name="Brush").click()
+    box = canvas.bounding_box()
+
+    def at(fx: float, fy: float) -> tuple[float, float]:
+        return box["x"] + box["width"] * fx, box["y"] + box["height"] * fy
+
+    page.mouse.move(*at(0.4, 0.4))
+    page.mouse.down()
+    for corner in [(0.6, 0.4), (0.6, 0.6), (0.4, 0.6), (0.4, 0.4)]:  # a box drawn with the brush
+        page.mouse.move(*at(*corner), steps=8)
+    page.mouse.up()
+    page.fill("#ask-box textarea", "What is region 1?")
+    page.keyboard.press("Enter")
+    marks = page.locator("#chatbot img[src*='regions']")
+    expect(marks).to_have_count(1, timeout=60_000)
+    expect(page.locator("#chatbot .segchat-object")).to_have_count(4, timeout=30_000)  # both answers' objects
+    picture = np.asarray(Image.open(io.BytesIO(page.request.get(marks.first.get_attribute("src")).body())))
+    assert (picture[..., :3] == palette(1)[0]).all(-1).sum() > 20  # region 1's outline and label in its colour
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app_region.png"), full_page=True)
