@@ -111,6 +111,10 @@ def messages(session: Session) -> list[Message]:
             out.append({"role": "assistant", "content": f"⚠️ {html.escape(turn.error)}"})
     if session.notice is not None:
         out.append({"role": "assistant", "content": f"⚠️ {html.escape(session.notice)}"})
+    if session.pending_regions:
+        first = len(session.conversation.regions) + 1
+        named = "; ".join(f"region {first + k} is {what}" for k, (_, what) in enumerate(session.pending_regions))
+        out.append({"role": "assistant", "content": f"ℹ️ In your next question, {html.escape(named)}."})
     return out
 
 
@@ -166,7 +170,7 @@ def ask(session: Session, text: str, files: Sequence[str | Path] | None = None,
         yield messages(session)
         return
     turn = session.begin(text, None)
-    turn.regions = list(regions)
+    turn.regions = [region for region, _ in session.pending_regions] + list(regions)
     try:
         yield messages(session)
         media_args, notices = {}, []
@@ -186,6 +190,7 @@ def ask(session: Session, text: str, files: Sequence[str | Path] | None = None,
         media_args["regions"] = turn.regions
         reply = yield from _stream_answer(session, turn, text, media_args)
         if reply is not None:  # None: stopped, and the conversation is left as it was
+            session.pending_regions = []
             if source is not None:
                 session.media = _media(source.name, media_args, session)
                 session.resend = None
@@ -336,6 +341,21 @@ def refine(session: Session, index: int | float | None, x: float, y: float, incl
     result.visible[i] = True
     write_result_files(session, result)
     return result
+
+
+def point_at(session: Session, index: int | float | None) -> list[Message]:
+    """Make object `index` of the last answer a region of the next question ("ask about this object")."""
+    result = _require_result(session)
+    if result.media.kind != "image" or result.media is not session.media:
+        raise InputError("Only objects of the current image can be pointed at; regions on videos are not "
+                         "supported yet.")
+    i = inputs.object_index(index, len(result.masks))
+    mask = np.asarray(result.masks[i], dtype=bool)
+    if not mask.any():
+        raise InputError(f"Object {i + 1} has an empty mask: there is nothing to point at.")
+    label = result.labels[i]
+    session.pending_regions.append((Region(mask=mask), f"object {i + 1}" + (f", {label}" if label else "")))
+    return messages(session)
 
 
 def reset_refinement(session: Session, index: int | float | None) -> Result:

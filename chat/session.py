@@ -103,6 +103,8 @@ class Session:
         self.resend: Path | None = None  # the media file to send with the next question (after a model switch)
         self.turns: list[Turn] = []
         self.notice: str | None = None  # why the last message was refused (the message itself is not kept)
+        # objects of earlier answers the next question points at, with what they are ("object 2, the cup")
+        self.pending_regions: list[tuple[Region, str]] = []
         self.id = uuid.uuid4().hex[:16]
         self.workdir = Path(root or tempfile.gettempdir()) / f"segchat-{self.id}"  # made on first use
         self.stop_requested = threading.Event()
@@ -183,6 +185,7 @@ class Session:
 
     def clear(self) -> None:
         self.conversation = self.chat.new_conversation()
+        self.pending_regions = []
         self.resend = None
         self.media = None
         self.turns = []

@@ -205,6 +205,10 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
         return canvas_outputs(session)[0], [str(p) for p in handlers.downloads(session)]
 
     @person_errors
+    def point_at(state: Session | None, index: float | None) -> list:
+        return handlers.point_at(existing(state), index)
+
+    @person_errors
     def toggle(state: Session | None, shown: list[int]) -> str | None:
         return str(handlers.set_visible(existing(state), shown or []).image)
 
@@ -288,6 +292,7 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
                                           elem_id="click-kind")
                     reset_btn = gr.Button("Reset object", size="sm", elem_id="reset")
                     every_btn = gr.Button("Find every one", size="sm", visible=concepts, elem_id="find-every")
+                    point_btn = gr.Button("Ask about it", size="sm", elem_id="point-at")
                 files = gr.File(label="Downloads: masks (PNG zip), COCO RLE JSON, overlay", file_count="multiple",
                                 interactive=False, elem_id="downloads")
                 # Plain-number inputs of the public /refine endpoint (filled from the radio and the click).
@@ -320,6 +325,7 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
             **model_work)
         reset_btn.click(reset, [state, target_index], [canvas, files], api_visibility="private", **model_work)
         shown.input(toggle, [state, shown], [canvas], api_visibility="private")
+        point_btn.click(point_at, [state, target_index], [chatbot], api_visibility="private")
         download_btn.click(download, [state], [files], api_name="download")
         if concepts:
             find_outputs = [chatbot, canvas, canvas_video, legend, shown, target, files, state]

@@ -127,3 +127,17 @@ def test_ask_endpoint_takes_regions_and_refuses_bad_ones(url, tmp_path):
     assert "has regions 1 to 2" in texts(chat)[-1]
     chat = client.predict({"text": "Still fine?", "files": []}, "sa2va", 5, "first", api_name="/ask")[0]
     assert not texts(chat)[-1].startswith("⚠️")
+
+
+def test_ask_about_an_object_of_the_last_answer(chat, tmp_path):
+    session = Session(chat)
+    list(handlers.ask(session, "Look.", [write_image(tmp_path / "a.png", 90, 60)]))
+    result = session.last_result
+    index = next(i for i, mask in enumerate(result.masks) if mask.any())
+    shown = handlers.point_at(session, index)
+    assert f"region 1 is object {index + 1}, {result.labels[index]}" in shown[-1]["content"]
+    list(handlers.ask(session, "What is region 1 used for?", None))
+    assert session.turns[-1].error is None and session.pending_regions == []
+    assert np.array_equal(session.conversation.regions[0], result.masks[index])
+    with pytest.raises(InputError, match="no object 9"):
+        handlers.point_at(session, 8)
