@@ -247,13 +247,29 @@ def test_a_video_over_the_work_budget_is_sampled_with_a_notice(url, still_fine, 
     ("   ", "Please type"),
 ])
 def test_refused_text_is_not_kept_or_echoed(session, still_fine, text, expected):
-    event = raw_call(session, "/ask", [{"text": text, "files": []}, None, "sa2va", 5, "first"])
+    event = raw_call(session, "/ask", [{"text": text, "files": []}, None, "sa2va", 5, "first", []])
     assert event["success"]
     chat = event["output"]["data"][0]
     assert expected in json.dumps(chat, ensure_ascii=False)
     echoed = json.dumps(event, ensure_ascii=True)
     assert "ud800" not in echoed.lower() and "udfff" not in echoed.lower() and len(echoed) < 50_000
     still_fine(session, [])
+
+
+# Malformed regions are refused before the turn (an error, the message not kept); regions that do not fit the image
+# are the conversation's refusal, shown in the chat under the message.
+@pytest.mark.parametrize("regions, expected, kept", [
+    ([{"points": [[math.nan, 3]]}], "finite", False),
+    ("not json", "JSON list", False),
+    ([{"box": [0, 0, 1e30, 5]}], "inside the image", True),
+    ([{"points": [[1, 1]]}] * 50, "at most 8", True),
+])
+def test_bad_regions_are_refused_with_a_message(session, still_fine, regions, expected, kept):
+    text = "what is region 1?"
+    event = raw_call(session, "/ask", [{"text": text, "files": []}, None, "sa2va", 5, "first", regions])
+    shown = json.dumps(event["output"]["data"][0]) if kept else (event["output"].get("error") or "")
+    assert event["success"] == kept and expected in shown
+    still_fine(session, [text] if kept else [])
 
 
 def test_typed_control_tokens_are_text(session, still_fine, tiny_chats):
@@ -295,7 +311,7 @@ def test_refine_validates_its_inputs(session, still_fine, args, expected):
     (["sa2va", 5, "sideways"], "not in the list of choices"),
 ])
 def test_ask_validates_its_options(session, still_fine, options, expected):
-    event = raw_call(session, "/ask", [{"text": "hello", "files": []}, None, *options])
+    event = raw_call(session, "/ask", [{"text": "hello", "files": []}, None, *options, []])
     assert not event["success"] and expected in (event["output"].get("error") or "")
     still_fine(session, [])
 
@@ -311,7 +327,7 @@ def test_several_files_and_stateless_calls_are_refused(session, still_fine, tmp_
 
 def test_a_path_outside_the_upload_folder_is_refused(session, still_fine):
     event = raw_call(session, "/ask", [{"text": "read this", "files": [{"path": "/etc/passwd", "meta": {
-        "_type": "gradio.FileData"}}]}, None, "sa2va", 5, "first"])
+        "_type": "gradio.FileData"}}]}, None, "sa2va", 5, "first", []])
     assert not event["success"] and "root:" not in json.dumps(event)
     still_fine(session, [])
 
@@ -330,7 +346,7 @@ def test_a_client_that_disconnects_mid_answer_leaves_the_server_and_others_worki
 def test_refusals_are_logged_as_one_line_without_content(session, caplog):
     with caplog.at_level(logging.INFO, logger="chat.handlers"):
         raw_call(session, "/refine", [None, "secret-looking-value", 10, 10, "include"])
-        raw_call(session, "/ask", [{"text": "\ud800 private words", "files": []}, None, "sa2va", 5, "first"])
+        raw_call(session, "/ask", [{"text": "\ud800 private words", "files": []}, None, "sa2va", 5, "first", []])
     lines = [r for r in caplog.records if r.name == "chat.handlers"]
     assert [r.getMessage() for r in lines] == ["refine refused: InputError", "ask refused: InputError"]
     assert all(r.exc_info is None for r in lines)
