@@ -187,6 +187,11 @@ def ask(session: Session, text: str, files: Sequence[str | Path] | None = None,
             if picture is None:
                 raise InputError("Upload the picture the regions are drawn on.")
             turn.regions = turn.regions + drawn_regions(list(drawn), picture.size, exact)
+        on_video = "video" in media_args or source is None and session.media is not None and \
+            session.media.kind == "video"
+        if turn.regions and on_video:
+            raise InputError("Regions on a video are not supported in the app yet (the Python API takes them, "
+                             "Region(frame=...)); draw them on an image.")
         media_args["regions"] = turn.regions
         reply = yield from _stream_answer(session, turn, text, media_args)
         if reply is not None:  # None: stopped, and the conversation is left as it was

@@ -24,8 +24,8 @@ from model.errors import CheckpointError, InputError
 from model.families import VisionInputs
 from model.loading import load_model_and_processor, pick_dtype
 from model.media.image import ImageSource, load_image
-from model.media.masks import mask_box
-from model.media.render import numbered_marks
+from model.media.masks import VideoMask, mask_box
+from model.media.render import fit_mask, numbered_marks
 from model.modeling import ImageFeatures, SegChatModel
 from model.processing import Limits, SegChatProcessor
 from model.prompting import agent_texts
@@ -223,7 +223,7 @@ class ImageMedia:
 
 @dataclass
 class _TurnMedia:
-    """What a turn shows the VLM: the media block in its prompt (new media, or an image with region marks; None:
+    """What a turn shows the VLM: the media block in its prompt (new media, or media with region marks; None:
     none), the regions note after it, the VLM inputs for the whole conversation, and the regions' masks."""
 
     shown: VisionInputs | None
@@ -239,7 +239,9 @@ class Conversation:
         self.chat = chat
         self.history: list[int] = chat.processor.conversation_start()
         self.media: ImageMedia | VideoMedia | None = None
-        self.regions: list[np.ndarray] = []  # masks of the regions drawn so far on the media ("region 1" first)
+        # Masks of the regions drawn so far on the media ("region 1" first): H x W on an image, a `VideoMask` (the
+        # region tracked through the clip) on a video.
+        self.regions: list[np.ndarray | VideoMask] = []
         # What the VLM is given with the history: the media's inputs, plus what region turns added to them.
         self.vision: VisionInputs | None = None
         self.last_reply: Reply | None = None  # the last answer or search, for `instances(i)`
@@ -253,7 +255,9 @@ class Conversation:
         numbered on from the conversation's earlier regions ("region 1", "region 2"...; the text may refer to any
         of them). Each becomes a mask through SAM2 (returned in `reply.regions`) and reaches the model as Sa2VA's
         `<vp>` tokens on checkpoints trained with them (the InternVL flavour), else as numbered marks drawn on the
-        image it sees (set-of-mark prompting).
+        image it sees (set-of-mark prompting). On a video, a region is drawn on one frame (`Region(frame=t)`,
+        default 0) and tracked through the clip by SAM2 memory (`reply.regions` holds `VideoMask`s); it reaches
+        every model as numbered marks on the LLM frames where it is (the official Sa2VA has no video `<vp>`).
 
         `video` is a video file (mp4, webm, mov, animated gif...; the content decides, not the extension), a list
         of frames, or a `model.video.clip.VideoClip` already built (and probed) with its options; `video_options` are
@@ -311,12 +315,13 @@ class Conversation:
         regions = list(regions or [])
         if regions and media is None:
             raise InputError("There is no image in this conversation: send one with the regions drawn on it.")
-        if regions and isinstance(media, VideoMedia):
-            raise InputError("Regions on a video are not supported yet; draw them on an image.")
         if regions and self.chat.mode == "agent":
             raise InputError("Regions are not supported in agent mode yet; ask with a [SEG] model.")
         if regions:
-            regions = check_regions(regions, media.image.size, self.chat.limits.max_regions, first_number=earlier + 1)
+            video = isinstance(media, VideoMedia)
+            size = (media.clip.size[1], media.clip.size[0]) if video else media.image.size
+            regions = check_regions(regions, size, self.chat.limits.max_regions,
+                                    frames=media.clip.length if video else None, first_number=earlier + 1)
         check_references(text, earlier + len(regions))
         return regions
 
@@ -328,25 +333,57 @@ class Conversation:
         if not regions:
             return _TurnMedia(vision if new_media else None, [], vision, [])
         numbers = list(range(earlier + 1, earlier + 1 + len(regions)))
-        masks = [self._region_mask(region, media) for region in regions]
+        if isinstance(media, VideoMedia):
+            masks = self._video_region_masks(media, regions)
+        else:
+            features = self.image_features(media)
+            masks = [self._region_mask(region, features, media.image.size) for region in regions]
         segments = [Segment(mask, 1.0, f"region {n}") for mask, n in zip(masks, numbers)]
-        if processor.takes_region_tokens:
+        if processor.takes_region_tokens and isinstance(media, ImageMedia):
             ids, cells = processor.region_tokens(masks, numbers)
             return _TurnMedia(vision if new_media else None, ids, vision.with_regions(cells), segments)
-        marked = processor.encode_images([Image.fromarray(numbered_marks(np.asarray(media.image), masks,
-                                                                         first=numbers[0]))])
-        # New media: the model sees the marked picture only; a follow-up adds it after the pictures already seen.
+        marked = self._marked(media, masks, numbers[0])
+        # New media: the model sees the marked media only; a follow-up adds it after the media already seen.
         return _TurnMedia(marked, processor.region_marks(numbers),
                           marked if new_media else VisionInputs.concat([vision, marked]), segments)
 
-    def _region_mask(self, region: Region, media: "ImageMedia") -> np.ndarray:
-        """The object a region points at: its mask as drawn, or SAM2's mask from its clicks and box (the drawn
-        shape when SAM2 finds nothing there)."""
+    def _region_mask(self, region: Region, features: ImageFeatures, size: tuple[int, int]) -> np.ndarray:
+        """The object a region points at on a picture (`features`: its SAM2 features; `size`: width, height): its
+        mask as drawn, or SAM2's mask from its clicks and box (the drawn shape when SAM2 finds nothing there)."""
         if region.mask is not None:
             return np.asarray(region.mask, dtype=bool)
         points = [(float(x), float(y)) for x, y in region.points]
-        mask = self.chat.segmenter.refine(self.image_features(media), points, region.point_labels, region.box)
-        return mask if mask.any() else drawn_mask(region, media.image.size)
+        mask = self.chat.segmenter.refine(features, points, region.point_labels, region.box)
+        return mask if mask.any() else drawn_mask(region, size)
+
+    def _video_region_masks(self, media: VideoMedia, regions: list[Region]) -> list[VideoMask]:
+        """Each region's mask on its frame, tracked through the clip by SAM2 memory (one session per frame that
+        regions are drawn on: a session's objects are all prompted on the same frame)."""
+        segmenter, clip = self.chat.video_segmenter, media.clip
+        size = (clip.size[1], clip.size[0])
+        tracked: dict[int, VideoMask] = {}
+        for t in sorted({region.frame or 0 for region in regions}):
+            drawn = [i for i, region in enumerate(regions) if (region.frame or 0) == t]
+            features = media.sam_features[t] if t in media.sam_features else segmenter.frame_features(
+                clip.read([t])[0])
+            picture = segmenter.image_features(features, clip.size)
+            masks = [self._region_mask(regions[i], picture, size) for i in drawn]
+            tracked.update(zip(drawn, segmenter.track(clip, t, masks, features)[0]))
+        return [tracked[i] for i in range(len(regions))]
+
+    def _marked(self, media: "ImageMedia | VideoMedia", masks: list[np.ndarray] | list[VideoMask],
+                first: int) -> VisionInputs:
+        """The media with the regions' numbered marks, encoded for the VLM: the image, or a video's LLM frames
+        (each region marked on the frames where its tracked mask is)."""
+        if isinstance(media, ImageMedia):
+            pictures, per_picture = [np.asarray(media.image)], [masks]
+        else:
+            pictures = [np.asarray(image) for image in media.images]
+            per_picture = [[fit_mask(mask[t], picture.shape[:2]) for mask in masks]
+                           for t, picture in zip(media.llm_indices, pictures)]
+        marked = [Image.fromarray(numbered_marks(picture, frame_masks, first=first))
+                  for picture, frame_masks in zip(pictures, per_picture)]
+        return self.chat.processor.encode_images(marked, as_video=isinstance(media, VideoMedia))
 
     def _agent_turn(self, text: str, media: "ImageMedia | VideoMedia", history: list[int]
                     ) -> Iterator["str | Reply"]:

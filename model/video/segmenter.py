@@ -1,4 +1,5 @@
-"""Video reasoning segmentation: [SEG] prompts propagated through a `VideoClip` by SAM2, streaming.
+"""Video reasoning segmentation: [SEG] prompts (or the masks of regions drawn on one frame, `track`) propagated
+through a `VideoClip` by SAM2, streaming.
 
 Two propagation modes, both on the transformers `Sam2VideoModel` (its session state is handled in `session.py`):
 
@@ -43,7 +44,8 @@ class VideoSegmentation:
 
 
 class VideoSegmenter:
-    """Runs [SEG] prompts through a SAM2 video session over a `VideoClip`, streaming."""
+    """Runs [SEG] prompts, or masks drawn on one frame, through a SAM2 video session over a `VideoClip`,
+    streaming."""
 
     def __init__(self, model: SegChatModel, processor: SegChatProcessor):
         self.model = model
@@ -107,19 +109,40 @@ class VideoSegmenter:
         for t, frame in zip(missing, clip.read(missing) if missing else []):
             features[t] = self.frame_features(frame)
         keys, scores = self.choose_key_frames(features, clip.size, prompts, mode, key_frames)
+        masks, stats = self._propagate(clip, n, keys, lambda session, t: session.prompt(t, features[t], prompts),
+                                       on_frame=on_frame)
+        return VideoSegmentation(masks, [float(s) for s in scores], keys, stats)
+
+    @torch.inference_mode()
+    def track(self, clip: VideoClip, t: int, masks: list[np.ndarray], features: dict
+              ) -> tuple[list[VideoMask], PropagationStats]:
+        """Objects given as their masks on frame t (bool H x W at `clip.size`; `features`: the frame's SAM2
+        features) tracked through the whole clip by SAM2 memory, forward and backward. Frame t keeps the masks
+        as given."""
+        drawn = torch.from_numpy(np.stack(masks))
+        return self._propagate(clip, len(masks), [t], lambda session, k: session.prompt_masks(k, features, drawn),
+                               given={t: masks})
+
+    def _propagate(self, clip: VideoClip, n: int, keys: list[int],
+                   prompt: Callable[[TrackingSession, int], object],
+                   on_frame: Callable[[int, object], None] | None = None,
+                   given: dict[int, list[np.ndarray]] | None = None) -> tuple[list[VideoMask], PropagationStats]:
+        """N objects through one streaming session: `prompt(session, t)` conditions each key frame, then SAM2
+        memory tracks the rest of the clip; `given[t]` are masks recorded as they are on frame t."""
         masks = [VideoMask(clip.size, clip.length, clip.options.stride) for _ in range(n)]
+        given = given or {}
 
         def record(t: int, out) -> None:
             logits = self.model.upsample(out.pred_masks[:, 0].float(), clip.size)
             presence = out.object_score_logits.reshape(-1).float().cpu().numpy()
-            for i, m in enumerate((logits > 0).cpu().numpy()):
+            for i, m in enumerate(given.get(t, (logits > 0).cpu().numpy())):
                 masks[i].set(t, m, float(presence[i]))
             if on_frame is not None:
                 on_frame(t, out)
 
         with TrackingSession(self.sam2, clip.size, n, keys[0]) as session:
             for t in keys:  # conditioning frames first, independent of each other (Sa2VA / SAM2 order)
-                record(t, session.prompt(t, features[t], prompts))
+                record(t, prompt(session, t))
             session.end_prompts()
             key_set = set(keys)
             for t, frame in clip.iterate(start=keys[0] + 1):
@@ -130,4 +153,4 @@ class VideoSegmenter:
         segmented = min((mask.segmented_frames() for mask in masks), default=clip.length)
         for mask in masks:  # the file held fewer frames than its packets promised
             mask.truncate(segmented)
-        return VideoSegmentation(masks, [float(s) for s in scores], keys, session.stats)
+        return masks, session.stats

@@ -1,10 +1,11 @@
 """The only module that touches transformers' private SAM2 video internals: the session state
-(`output_dict_per_obj`, `frames_tracked_per_obj`, `processed_frames`, `point_inputs_per_obj`, `cache`) and the
-model's `_run_single_frame_inference` / `_encode_new_memory`.
+(`output_dict_per_obj`, `frames_tracked_per_obj`, `processed_frames`, `point_inputs_per_obj`,
+`mask_inputs_per_obj`, `cache`) and the model's `_run_single_frame_inference` / `_encode_new_memory`.
 
-`TrackingSession` is a SAM2 video inference session for N objects, prompted by [SEG] embeddings, that keeps only
-what SAM2 reads after each frame: the conditioning frames, the last `num_maskmem - 1` memories and the last
-`max_object_pointers - 1` object pointers. Memory therefore does not grow with the clip length.
+`TrackingSession` is a SAM2 video inference session for N objects, prompted by [SEG] embeddings or by masks (the
+regions a person drew), that keeps only what SAM2 reads after each frame: the conditioning frames, the last
+`num_maskmem - 1` memories and the last `max_object_pointers - 1` object pointers. Memory therefore does not grow
+with the clip length.
 
 The embedding reaches SAM2's mask decoder without editing transformers: it rides in the session's point inputs
 (`"seg_embedding"`), and `EmbeddingPrompts` (a wrapper of `_run_single_frame_inference` plus a forward hook on the
@@ -14,6 +15,7 @@ Imports torch and transformers only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -117,14 +119,22 @@ class TrackingSession:
     def prompt(self, t: int, features: dict, prompts: torch.Tensor) -> Sam2VideoSegmentationOutput:
         """Frame t as a conditioning frame: every object prompted by its embedding (`prompts` [N, C]) on the
         frame's cached SAM2 features. Conditioning frames are independent of each other; prompt them all first."""
+        return self._condition(t, features, lambda i: self._session.add_point_inputs(i, t, {
+            "point_coords": torch.zeros(1, 1, 1, 2, device=self.device, dtype=self.dtype),
+            "point_labels": -torch.ones(1, 1, 1, device=self.device, dtype=torch.int32),
+            "seg_embedding": prompts[i],
+        }))
+
+    def prompt_masks(self, t: int, features: dict, masks: torch.Tensor) -> Sam2VideoSegmentationOutput:
+        """Frame t as a conditioning frame: every object given as its mask (`masks` [N, H, W] bool, any size),
+        which SAM2 takes as its output on that frame (its memory and object pointer come from it)."""
+        return self._condition(t, features, lambda i: self._session.add_mask_inputs(i, t, masks[i][None, None]))
+
+    def _condition(self, t: int, features: dict, add_input: Callable[[int], None]) -> Sam2VideoSegmentationOutput:
         session = self._session
         session.cache.cache_vision_features(t, features)
         for i in range(self.n_objects):
-            session.add_point_inputs(i, t, {
-                "point_coords": torch.zeros(1, 1, 1, 2, device=self.device, dtype=self.dtype),
-                "point_labels": -torch.ones(1, 1, 1, device=self.device, dtype=torch.int32),
-                "seg_embedding": prompts[i],
-            })
+            add_input(i)
         session.obj_with_new_inputs = list(range(self.n_objects))
         out = self.sam2(session, frame_idx=t)
         self._prune(t, reverse=False)
@@ -135,6 +145,7 @@ class TrackingSession:
         """The prompts are consumed; the conditioning outputs stay."""
         for i in range(self.n_objects):
             self._session.point_inputs_per_obj[i].clear()
+            self._session.mask_inputs_per_obj[i].clear()
 
     def track(self, t: int, pixels: torch.Tensor, reverse: bool = False) -> Sam2VideoSegmentationOutput:
         """Frame t (SAM2 input `pixels`) tracked by memory attention, going forward or backward."""

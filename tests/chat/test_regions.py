@@ -12,7 +12,7 @@ from model.errors import InputError
 from model.media.masks import encode_rle
 from model.media.render import palette
 from model.regions import Region
-from tests.helpers import ANSWER, serving, write_image
+from tests.helpers import ANSWER, serving, write_image, write_video
 
 
 @pytest.fixture
@@ -82,6 +82,13 @@ def test_a_bad_region_is_an_error_turn_and_the_session_goes_on(chat, tmp_path):
     assert "inside the image" in final[-1]["content"] and session.conversation.regions == []
     list(handlers.ask(session, "What is region 1?", None, regions=[Region(box=(10, 10, 30, 40))]))
     assert session.turns[-1].error is None and len(session.conversation.regions) == 1
+
+
+def test_regions_on_a_video_are_refused_by_the_app_for_now(chat, tmp_path):
+    session = Session(chat)
+    list(handlers.ask(session, "Look.", [write_video(tmp_path / "a.mp4")]))
+    final = list(handlers.ask(session, "What is region 1?", None, regions=[Region(box=(10, 10, 30, 40))]))[-1]
+    assert "not supported in the app yet" in final[-1]["content"] and session.conversation.regions == []
 
 
 def texts(chat: list[dict]) -> list[str]:

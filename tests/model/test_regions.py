@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from model import InputError
+from model.media.masks import VideoMask
 from model.media.render import palette
-from model.regions import Region
+from model.regions import Region, drawn_mask
 from tests.helpers import FAMILIES, scripted_rounds
 
 H, W = 72, 112
@@ -191,3 +192,122 @@ def test_a_copy_taken_before_a_region_turn_still_answers_as_before(tiny_chats, f
         conv.ask("What is region 1?", regions=[Region(box=(10, 10, 50, 50))])
         again = before.ask("And now?")
     assert again.regions == [] and seen[2].runs == seen[0].runs and seen[2].regions == seen[0].regions == []
+
+
+# ------------------------------------------------------------------------------------------ regions on a video
+
+FRAMES = [np.random.default_rng(10 + t).integers(0, 255, (H, W, 3), dtype=np.uint8) for t in range(6)]
+
+
+@pytest.fixture
+def tracking(monkeypatch):
+    """Records what the SAM2 video sessions were prompted with (frame, masks) and every tracked frame's output."""
+    from model.video.session import TrackingSession
+
+    record = {"prompts": [], "tracked": []}
+    prompt_masks, track = TrackingSession.prompt_masks, TrackingSession.track
+
+    def prompting(session, t, features, masks):
+        record["prompts"].append((t, masks.clone()))
+        return prompt_masks(session, t, features, masks)
+
+    def tracking_frame(session, t, pixels, reverse=False):
+        out = track(session, t, pixels, reverse)
+        record["tracked"].append((t, out.pred_masks[:, 0].float().clone()))
+        return out
+
+    monkeypatch.setattr(TrackingSession, "prompt_masks", prompting)
+    monkeypatch.setattr(TrackingSession, "track", tracking_frame)
+    return record
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_region_on_a_video_frame_is_tracked_through_the_clip(tiny_chats, tracking, family):
+    chat = tiny_chats[family]
+    conv = chat.new_conversation()
+    drawn = block(20, 30, 60, 90)
+    with scripted_rounds(chat, ANSWER):
+        reply = conv.ask("What are region 1 and region 2 doing?", video=FRAMES, regions=[
+            Region(frame=2, points=[(30, 25)]), Region(frame=2, mask=drawn)])
+    segmenter = chat.video_segmenter
+    clicked = chat.segmenter.refine(segmenter.image_features(segmenter.frame_features(FRAMES[2]), (H, W)),
+                                    [(30.0, 25.0)], [1])
+    clicked = clicked if clicked.any() else drawn_mask(Region(points=[(30, 25)]), (W, H))
+    assert [s.label for s in reply.regions] == ["region 1", "region 2"]
+    assert all(isinstance(s.mask, VideoMask) and s.mask.shape == (6, H, W) for s in reply.regions)
+    assert [t for t, _ in tracking["prompts"]] == [2]  # one session, both regions prompted on frame 2
+    prompted = tracking["prompts"][0][1].numpy()
+    assert np.array_equal(prompted[0], clicked) and np.array_equal(prompted[1], drawn)
+    assert np.array_equal(reply.regions[0].mask[2], clicked) and np.array_equal(reply.regions[1].mask[2], drawn)
+    regions_session = tracking["tracked"][:5]  # then the answer's [SEG] object is tracked
+    assert [t for t, _ in regions_session] == [3, 4, 5, 1, 0]  # forward from frame 2, then backward
+    for t, logits in regions_session:
+        expected = (chat.model.upsample(logits, (H, W)) > 0).numpy()
+        assert all(np.array_equal(s.mask[t], m) for s, m in zip(reply.regions, expected))
+    assert conv.regions == [s.mask for s in reply.regions]
+    assert len(reply.segments) == 1 and isinstance(reply.segments[0].mask, VideoMask)  # the answer's own object
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_model_sees_the_video_frames_with_numbered_marks(tiny_chats, monkeypatch, family):
+    chat = tiny_chats[family]
+    encoded = []
+    encode = chat.processor.encode_images
+    monkeypatch.setattr(chat.processor, "encode_images", lambda images, **kw: encoded.append((images, kw)) or
+                        encode(images, **kw))
+    region = block(20, 30, 60, 90)
+    conv = chat.new_conversation()
+    with scripted_rounds(chat, ANSWER) as seen:
+        conv.ask("What is region 1?", video=FRAMES, regions=[Region(frame=2, mask=region)])
+    (plain, _), (marked, options) = encoded
+    assert options == {"as_video": True} and len(marked) == len(plain) == 5  # the LLM frames 0 to 4
+    assert seen[0].runs == encode(marked, as_video=True).runs and not seen[0].regions
+    frame = np.asarray(marked[2])  # where the region was drawn: its mask as drawn
+    colour = np.array(palette(1)[0], dtype=float)
+    assert np.array_equal(frame[~region], FRAMES[2][~region])
+    assert np.array_equal(frame[25, 35], np.rint(FRAMES[2][25, 35] * 0.5 + colour * 0.5))
+    assert np.array_equal(frame[20, 50], colour)
+    assert "Numbered marks are drawn on this image: region 1 is marked 1." in chat.processor.tokenizer.decode(
+        conv.history)
+
+
+def test_video_follow_ups_add_marked_frames_and_refer_to_tracked_regions(tiny_chats, tracking):
+    chat = tiny_chats["qwen3_vl"]
+    conv = chat.new_conversation()
+    with scripted_rounds(chat, ANSWER, ANSWER, ANSWER, ANSWER) as seen:
+        conv.ask("What happens?", video=FRAMES)
+        second = conv.ask("What is region 1?", regions=[Region(frame=4, box=(10, 10, 60, 50))])
+        third = conv.ask("Does region 2 touch region 1?", regions=[Region(mask=block(0, 0, 30, 30))])
+        fourth = conv.ask("Segment what region 1 holds.")
+    assert [t for t, _ in tracking["prompts"]] == [4, 0]  # frame 0 when none is named
+    assert [s.label for s in second.regions + third.regions] == ["region 1", "region 2"]
+    assert len(seen[1].runs) == 2 * len(seen[0].runs)  # the plain frames, then the marked ones
+    assert seen[1].runs[:len(seen[0].runs)] == seen[0].runs and len(seen[2].runs) == 3 * len(seen[0].runs)
+    assert seen[3].runs == seen[2].runs and fourth.regions == [] and len(fourth.segments) == 1
+    assert all(isinstance(m, VideoMask) for m in conv.regions) and len(conv.regions) == 2
+    with pytest.raises(InputError, match="mentions region 3"):
+        conv.ask("And region 3?")
+
+
+BAD_VIDEO_REGIONS = {
+    "frame after the clip": ([Region(frame=6, points=[(3, 3)])], "frames 0 to 5"),
+    "negative frame": ([Region(frame=-1, points=[(3, 3)])], "frames 0 to 5"),
+    "point outside the frame": ([Region(frame=1, points=[(W + 5, 10)])], "outside the image"),
+    "mask of the wrong size": ([Region(frame=1, mask=np.ones((H + 1, W), bool))], "must match the image"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_VIDEO_REGIONS)
+def test_bad_video_regions_are_refused_and_the_conversation_is_unchanged(tiny_chats, case):
+    chat = tiny_chats["qwen2_5_vl"]
+    conv = chat.new_conversation()
+    with scripted_rounds(chat, ANSWER):
+        conv.ask("What is region 1?", video=FRAMES, regions=[Region(frame=1, points=[(10, 10)])])
+    history, regions_before, media, vision = list(conv.history), list(conv.regions), conv.media, conv.vision
+    regions, message = BAD_VIDEO_REGIONS[case]
+    with pytest.raises(InputError, match=message):
+        conv.ask("What is it?", regions=regions)
+    with pytest.raises(InputError, match=message):
+        chat.new_conversation().ask("What is it?", video=FRAMES, regions=regions)
+    assert conv.history == history and conv.media is media and conv.vision is vision
+    assert len(conv.regions) == len(regions_before) and all(a is b for a, b in zip(conv.regions, regions_before))
