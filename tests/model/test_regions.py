@@ -113,7 +113,7 @@ def test_other_models_see_the_image_with_numbered_marks(tiny_chats, monkeypatch,
     label = marked[35:47, 55:66]  # the number "1", white on the region's colour, at the centre of its box
     assert (label == colour).all(-1).sum() > 40 and (label[:, 4:7] >= 200).all(-1).sum() >= 6
     note = chat.processor.tokenizer.decode(conv.history)
-    assert "Numbered marks are drawn on this image: region 1 is marked 1." in note
+    assert "Numbered marks show the regions: region 1 is marked 1." in note
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -267,7 +267,7 @@ def test_the_model_sees_the_video_frames_with_numbered_marks(tiny_chats, monkeyp
     assert np.array_equal(frame[~region], FRAMES[2][~region])
     assert np.array_equal(frame[25, 35], np.rint(FRAMES[2][25, 35] * 0.5 + colour * 0.5))
     assert np.array_equal(frame[20, 50], colour)
-    assert "Numbered marks are drawn on this image: region 1 is marked 1." in chat.processor.tokenizer.decode(
+    assert "Numbered marks show the regions: region 1 is marked 1." in chat.processor.tokenizer.decode(
         conv.history)
 
 
