@@ -1,70 +1,74 @@
-"""Official-layout Sa2VA checkpoints built from the shared oracles, for flavours that have no oracle of their own.
+"""Tiny checkpoints in the published Sa2VA layouts (`model.sa2va.published`): a release's config.json with tiny
+widths and two layers (every field name and every other value as published), SAM2 as Hiera-T with narrow widths
+(official tensor names), and a tokenizer with the release's added tokens: trained in-process for the Qwen2.5 and
+Phi-3 language models, the InternLM2 fixture for InternLM2."""
 
-The InternLM2 flavour (Sa2VA-8B/26B): the InternVL oracle's InternViT, mlp1, SAM2 and projector tensors are kept,
-its Qwen2 language model is rewritten with InternLM2's names (a fused, kv-grouped `wqkv`, `wo`, `w1/w2/w3`,
-`attention_norm`, `ffn_norm`, `tok_embeddings`, `output`) and the InternLM2 tokenizer fixture, and the config gets
-the `llm_config` and `template` of the published repositories.
-"""
+from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from tokenizers import AddedToken
+from transformers import PreTrainedTokenizerBase
+
+from model.internlm2_tokenizer import load_tokenizer
+from model.sa2va.published import Sam2Dims, write_checkpoint
+from model.tiny import build_tokenizer
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 INTERNLM2_TOKENIZER = FIXTURES / "internlm2_tokenizer"
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json")
+
+TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 2}
+TINY_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "num_hidden_layers": 2}
+# Hiera-T's block layout (the converter knows the official variants), 16 wide, with a 64-wide decoder and memory
+# (transformers' SAM2 fixes the memory width at 64, and object pointers must be at least as wide)
+TINY_SAM2 = Sam2Dims(trunk_width=16, blocks_per_stage=(1, 2, 7, 2), width=64, decoder_mlp=64, iou_head=32,
+                     memory_layers=1, memory_mlp=64, fuser_layers=1)
+
+# Added tokens of InternVL's tokenizers beyond the chat tokens, Sa2VA's own, and Phi-3's chat tokens.
+INTERNVL_TOKENS = ["<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>"]
+SA2VA_TOKENS = ["[SEG]", "<p>", "</p>", "<vp>", "</vp>"]
+PHI3_TOKENS = ["<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"]
 
 
-def fuse_wqkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_heads: int) -> torch.Tensor:
-    """InternLM2's fused projection: per kv head, its query heads then its key and value rows."""
-    hidden = q.shape[1]
-    head_dim = k.shape[0] // kv_heads
-    groups = q.shape[0] // (kv_heads * head_dim)
-    parts = [q.reshape(kv_heads, groups, head_dim, hidden), k.reshape(kv_heads, 1, head_dim, hidden),
-             v.reshape(kv_heads, 1, head_dim, hidden)]
-    return torch.cat(parts, dim=1).reshape(-1, hidden)
+def release_tokenizer(llm: dict) -> PreTrainedTokenizerBase:
+    """A small tokenizer with the added tokens of a release whose language model is `llm` (its `llm_config`)."""
+    if llm["model_type"] == "internlm2":
+        return load_tokenizer(INTERNLM2_TOKENIZER)
+    tokenizer = build_tokenizer("internvl")  # Qwen2.5's chat tokens, eos <|im_end|>
+    extra = INTERNVL_TOKENS + SA2VA_TOKENS + (PHI3_TOKENS if llm["model_type"] == "phi3" else [])
+    present = {t.content for t in tokenizer.added_tokens_decoder.values()}
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in extra if t not in present],
+                         special_tokens=True)
+    if llm["model_type"] == "phi3":
+        tokenizer.eos_token = "<|endoftext|>"
+    return tokenizer
 
 
-def internlm2_checkpoint(oracle: Path, dst: Path, seed: int = 0) -> Path:
-    """A Sa2VA-8B-layout checkpoint (InternViT + InternLM2, `internlm2_chat`) at `dst`."""
-    config = json.loads((oracle / "config.json").read_text())
-    llm = config["llm_config"]
-    tokens = json.loads((INTERNLM2_TOKENIZER / "added_tokens.json").read_text())
-    vocab = max(tokens.values()) + 1
-    generator = torch.Generator().manual_seed(seed)
-    state = load_file(oracle / "model.safetensors")
-    out = {k: v for k, v in state.items() if not k.startswith("language_model.")}
-    prefix = "language_model.model."
-    for i in range(llm["num_hidden_layers"]):
-        old, new = f"{prefix}layers.{i}.", f"{prefix}layers.{i}."
-        out[new + "attention.wqkv.weight"] = fuse_wqkv(*(state[f"{old}self_attn.{p}_proj.weight"] for p in "qkv"),
-                                                       kv_heads=llm["num_key_value_heads"])
-        out[new + "attention.wo.weight"] = state[old + "self_attn.o_proj.weight"]
-        for src, name in (("gate", "w1"), ("down", "w2"), ("up", "w3")):
-            out[f"{new}feed_forward.{name}.weight"] = state[f"{old}mlp.{src}_proj.weight"]
-        out[new + "attention_norm.weight"] = state[old + "input_layernorm.weight"]
-        out[new + "ffn_norm.weight"] = state[old + "post_attention_layernorm.weight"]
-    out[prefix + "norm.weight"] = state[prefix + "norm.weight"]
-    hidden = llm["hidden_size"]
-    out[prefix + "tok_embeddings.weight"] = (torch.randn(vocab, hidden, generator=generator) * 0.5).bfloat16()
-    out["language_model.output.weight"] = (torch.randn(vocab, hidden, generator=generator) * 0.1).bfloat16()
+def tiny_config(config: dict, tokenizer: PreTrainedTokenizerBase) -> dict:
+    """An InternVL-flavour release config with tiny widths, two layers and the tokenizer's vocabulary and ids."""
+    config = json.loads(json.dumps(config))
+    vision, llm = config["vision_config"], config["llm_config"]
+    vision.update(TINY_VISION)
+    llm.update(TINY_TEXT, vocab_size=len(tokenizer))
+    for field, token_id in (("bos_token_id", tokenizer.bos_token_id), ("eos_token_id", tokenizer.eos_token_id),
+                            ("pad_token_id", tokenizer.pad_token_id)):
+        if field in llm:
+            llm[field] = token_id
+    if "layer_types" in llm:
+        llm["layer_types"] = llm["layer_types"][:TINY_TEXT["num_hidden_layers"]]
+    rope = llm.get("rope_scaling") or {}
+    for factors in ("long_factor", "short_factor"):  # long RoPE: one factor per rotary dimension pair
+        if factors in rope:
+            rope[factors] = rope[factors][: TINY_TEXT["hidden_size"] // TINY_TEXT["num_attention_heads"] // 2]
+    config["hidden_size"] = llm["hidden_size"]
+    return config
 
-    dst.mkdir(parents=True)
-    save_file(out, dst / "model.safetensors", metadata={"format": "pt"})
-    config["template"] = "internlm2_chat"
-    config["llm_config"] = {
-        "architectures": ["InternLM2ForCausalLM"], "model_type": "internlm2", "auto_map": {},
-        "hidden_size": hidden, "intermediate_size": llm["intermediate_size"],
-        "num_hidden_layers": llm["num_hidden_layers"], "num_attention_heads": llm["num_attention_heads"],
-        "num_key_value_heads": llm["num_key_value_heads"], "vocab_size": vocab, "rms_norm_eps": 1e-5,
-        "rope_theta": 1000000, "rope_scaling": {"type": "dynamic", "factor": 2.0}, "bias": False,
-        "max_position_embeddings": 32768, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2,
-        "hidden_act": "silu", "tie_word_embeddings": False, "attn_implementation": "eager",
-    }
-    (dst / "config.json").write_text(json.dumps(config, indent=2))
-    for name in TOKENIZER_FILES:
-        shutil.copyfile(INTERNLM2_TOKENIZER / name, dst / name)
-    return dst
+
+def tiny_checkpoint(dst: Path, config: dict, seed: int = 0) -> Path:
+    """A random bf16 checkpoint in the layout of `config` (a release's config.json), tiny; returns `dst`."""
+    tokenizer = release_tokenizer(config["llm_config"])
+    return write_checkpoint(dst, tiny_config(config, tokenizer), tokenizer, torch.bfloat16, sam2=TINY_SAM2,
+                            seed=seed)
