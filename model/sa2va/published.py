@@ -159,7 +159,8 @@ def _qwen2_5_vl(hidden: int, intermediate: int, layers: int, heads: int, kv_head
             "rope_scaling": {"mrope_section": [16, 24, 24], "rope_type": "default", "type": "default"},
             "attention_dropout": 0.0, "initializer_range": 0.02, "bos_token_id": 151643, "eos_token_id": 151645,
             "use_cache": True}
-    flat = {k: v for k, v in text.items() if k not in ("model_type", "layer_types", "max_window_layers")}
+    flat = {k: v for k, v in json.loads(json.dumps(text)).items()
+            if k not in ("model_type", "layer_types", "max_window_layers")}
     vision = {"model_type": "qwen2_5_vl", "depth": 32, "hidden_size": 1280, "intermediate_size": 3420,
               "num_heads": 16, "out_hidden_size": hidden, "patch_size": 14, "spatial_merge_size": 2,
               "temporal_patch_size": 2, "tokens_per_second": 2, "window_size": 112,
@@ -243,6 +244,7 @@ def with_depth(config: dict, text_layers: int, vision_layers: int) -> dict:
 
 def official_shapes(config: dict, sam2: Sam2Dims = HIERA_L) -> dict[str, tuple[int, ...]]:
     """Every tensor of a Sa2VA checkpoint with this config.json, by its official name, with its shape."""
+    config = json.loads(json.dumps(config))  # transformers' config classes rewrite the dicts they are given
     if "llm_config" in config:
         shapes = {**_internvit_shapes(config), **_llm_shapes(config["llm_config"])}
         hidden = config["llm_config"]["hidden_size"]

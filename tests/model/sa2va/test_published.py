@@ -56,6 +56,13 @@ def test_official_shapes_equal_the_oracles(name):
     assert official_shapes(config, Sam2Dims(trunk_width=16)) == read_shapes(folder)  # the oracles' narrow trunk
 
 
+def test_deriving_shapes_leaves_the_config_as_published():
+    config = RELEASES["Sa2VA-Qwen3-VL-4B"].config
+    before = json.dumps(config, sort_keys=True)
+    first = official_shapes(config)
+    assert official_shapes(config) == first and json.dumps(config, sort_keys=True) == before
+
+
 @pytest.mark.parametrize("name", [*RELEASES, "InternVL2-4B (Phi-3)"])
 def test_every_release_converts_at_full_size(name):
     config, sam2 = (RELEASES[name].config, RELEASES[name].sam2) if name in RELEASES else (PHI3_LAYOUT, Sam2Dims())
