@@ -10,8 +10,9 @@ bf16 and with a 4-bit language model.
         plus the bytes of the layers left out: in the cache's dtype for the cache; for the load peak, in the load
         dtype, plus their cache bytes when the load casts them (the cast copy and the memory-mapped cache pages it
         was read from are both resident: checked against a full-depth Sa2VA-1B, 6.53 GiB both ways in fp32). The
-        conversion peak is given as measured: the memory-mapped pages of the source shard being read (4 GiB shards
-        here) and the output shard being filled (2 GiB), so it grows with the depth only up to about those.
+        conversion peak is given as measured: the memory-mapped source pages still referenced and the output shard
+        being filled (2 GiB), so it grows with the depth, less once the source spans several 4 GiB shards
+        (Sa2VA-Qwen3-VL-2B: +5.8 GiB with 2 layers, +6.8 GiB at full depth, for a bf16 cache).
 
 Each measurement runs in a fresh process (Linux: its peak RSS is reset through /proc/self/clear_refs); the RSS
 after the imports is the baseline; a load reads every weight once (memory-mapped weights count only when read).
