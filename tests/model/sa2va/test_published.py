@@ -4,8 +4,8 @@
 - Every release's config.json converts at full size: the native modules built from it take every converted tensor
   with its shape (tensors on the meta device, nothing allocated).
 - A tiny checkpoint in each InternVL-flavour layout converts, loads with `SegChat.from_pretrained` and answers: an
-  image turn with a [SEG], a follow-up, a video turn, and `predict_forward`, each answer ending where the official
-  code ends it (marked slow: SAM2 reads 1024-px input whatever its width, a few seconds per frame on a CPU). The
+  image turn with a [SEG], a follow-up, a video turn, and `predict_forward` on an image and a video, each answer
+  ending where the official code ends it (about two seconds each: SAM2 reads 1024-px input whatever its width). The
   Qwen-VL flavours are checked end to end by their oracles (test_parity).
 """
 
@@ -108,7 +108,6 @@ def _scripted(chat: SegChat, answer: str) -> list[int]:
     return ids
 
 
-@pytest.mark.slow
 def test_conversation_image_follow_up_and_video(layout_chat):
     name, chat = layout_chat
     processor = chat.processor
@@ -145,8 +144,7 @@ def test_conversation_image_follow_up_and_video(layout_chat):
         chat.generate_options = {}
 
 
-@pytest.mark.slow
-def test_predict_forward_image(layout_chat, monkeypatch):
+def test_predict_forward_image_and_video(layout_chat, monkeypatch):
     _, chat = layout_chat
     stop = chat.processor.prompts.template.stop[0]
     ids = script(chat, "Sure, [SEG]." + stop)
@@ -158,3 +156,7 @@ def test_predict_forward_image(layout_chat, monkeypatch):
     assert out["prediction"] == chat.processor.tokenizer.decode(ids).strip()
     assert out["prediction"].endswith(stop)
     assert [m.shape for m in out["prediction_masks"]] == [(1, 64, 96)]
+    frames = [Image.fromarray(np.roll(_image(), 4 * t, axis=1)) for t in range(2)]
+    out = chat.predict_forward(video=frames, text="<image>Please segment the red object.")
+    assert out["prediction"].endswith(stop)
+    assert [m.shape for m in out["prediction_masks"]] == [(2, 64, 96)]
