@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from transformers import LogitsProcessor
 
-from bench.sam2_configs import hiera_sam2_config
+from bench.sam2_configs import hiera_t_sam2_config
 from model.inference import SegChat
 from model.modeling import SegChatModel
 from model.tiny import build_tokenizer, tiny_config
@@ -31,7 +31,7 @@ def small_chat(layers: int) -> SegChat:
     text_dims = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=layers, num_attention_heads=16,
                      num_key_value_heads=8)
     config = tiny_config("qwen2_5_vl", tokenizer, text_dims, qwen_max_pixels=448 * 448)  # 256 image tokens
-    config.sam2_config = hiera_sam2_config("tiny")
+    config.sam2_config = hiera_t_sam2_config()
     config.vlm_config.vision_config.out_hidden_size = 256
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as folder:

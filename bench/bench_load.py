@@ -3,8 +3,16 @@ of the converted cache per load dtype, and the analytic (NOT measured) peak GPU 
 bf16 and with a 4-bit language model.
 
     python -m bench.bench_load [SA2VA_FOLDER]      (default: ../shared/oracle/sa2va-internvl-qwen2)
-    python -m bench.bench_load --real-layout 2     (Sa2VA-Qwen3-VL-4B in the published fp32 layout, 2 text and
-                                                    2 vision layers; figures also scaled to the full depth)
+    python -m bench.bench_load --real-layout [NAME ...] [--layers N]
+        the published releases (`model.sa2va.published.RELEASES`, or the named ones) in their layout and storage
+        dtype: real widths, N text and N vision layers (default 2; 0: the full depth), zero weights. Figures are
+        measured at that depth; cache sizes and load peaks are also given at the full depth, as the measurement
+        plus the bytes of the layers left out: in the cache's dtype for the cache; for the load peak, in the load
+        dtype, plus their cache bytes when the load casts them (the cast copy and the memory-mapped cache pages it
+        was read from are both resident: checked against a full-depth Sa2VA-1B, 6.53 GiB both ways in fp32). The
+        conversion peak is given as measured: the memory-mapped source pages still referenced and the output shard
+        being filled (2 GiB), so it grows with the depth, less once the source spans several 4 GiB shards
+        (Sa2VA-Qwen3-VL-2B: +5.8 GiB with 2 layers, +6.8 GiB at full depth, for a bf16 cache).
 
 Each measurement runs in a fresh process (Linux: its peak RSS is reset through /proc/self/clear_refs); the RSS
 after the imports is the baseline; a load reads every weight once (memory-mapped weights count only when read).
@@ -12,11 +20,14 @@ after the imports is the baseline; a load reads every weight once (memory-mapped
 
 import argparse
 import json
+import math
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import torch
 
 DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "oracle" / "sa2va-internvl-qwen2"
 GB = 1024**3
@@ -48,40 +59,33 @@ print(json.dumps({"base_mb": base, "delta_mb": rss_mb("VmHWM:") - base}))
 
 def measure(mode: str, src: Path, dst: Path) -> dict:
     out = subprocess.run([sys.executable, "-c", _CHILD, mode, str(src), str(dst)], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parents[1])
+                         cwd=Path(__file__).resolve().parents[1])
+    if out.returncode:
+        raise RuntimeError(f"measuring {mode} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def param_counts() -> dict[str, int]:
-    """Parameters of a Sa2VA-4B-class layout built on the meta device: InternVL2.5-4B (InternViT-300M +
-    Qwen2.5-3B, untied head) and SAM2 Hiera-L."""
-    from accelerate import init_empty_weights
-    from transformers import InternVLConfig, InternVLForConditionalGeneration, Sam2VideoModel
+    """Parameters of Sa2VA-4B (InternVL2.5-4B: InternViT-300M + Qwen2.5-3B, untied head; SAM2 Hiera-L), from its
+    published layout."""
+    from model.sa2va.published import RELEASES, official_shapes
 
-    from bench.sam2_configs import hiera_sam2_config
-
-    vlm_config = InternVLConfig(
-        vision_config=dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-                           image_size=448, patch_size=14, norm_type="layer_norm", use_mean_pooling=True),
-        text_config=dict(model_type="qwen2", hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
-                         num_attention_heads=16, num_key_value_heads=2, vocab_size=151674,
-                         tie_word_embeddings=False),
-        tie_word_embeddings=False)
-    sam2_config = hiera_sam2_config("large")
-    with init_empty_weights():
-        vlm = InternVLForConditionalGeneration(vlm_config)
-        sam2 = Sam2VideoModel(sam2_config)
-    text = vlm.model.language_model
-    linear = sum(m.weight.numel() for m in text.modules() if m.__class__.__name__ == "Linear")
-    return {
-        "llm_linear": linear,  # quantized in 4-bit
-        "llm_other": sum(p.numel() for p in text.parameters()) - linear,  # embeddings, norms, biases
-        "lm_head": vlm.lm_head.weight.numel(),
-        "vision": sum(p.numel() for p in vlm.model.vision_tower.parameters())
-        + sum(p.numel() for p in vlm.model.multi_modal_projector.parameters()),
-        "sam2": sum(p.numel() for p in sam2.parameters()),
-        "projector": 2048 * 2048 + 2048 * 256,
-    }
+    counts = dict.fromkeys(("llm_linear", "llm_other", "lm_head", "vision", "sam2", "projector"), 0)
+    for key, shape in official_shapes(RELEASES["Sa2VA-4B"].config).items():
+        if key.startswith("language_model.model.layers.") and len(shape) == 2:
+            part = "llm_linear"  # quantized in 4-bit
+        elif key.startswith("language_model.model."):
+            part = "llm_other"  # embeddings, norms, biases
+        elif key.startswith("language_model."):
+            part = "lm_head"
+        elif key.startswith(("vision_model.", "mlp1.")):
+            part = "vision"
+        elif key.startswith("grounding_encoder."):
+            part = "sam2"
+        else:
+            part = "projector"
+        counts[part] += math.prod(shape)
+    return counts
 
 
 def analytic_vram(counts: dict[str, int]) -> dict[str, float]:
@@ -99,37 +103,68 @@ def analytic_vram(counts: dict[str, int]) -> dict[str, float]:
             "weights_llm_4bit": weights_4bit / GB, "peak_llm_4bit": (weights_4bit + overhead) / GB}
 
 
-def real_layout(layers: int) -> None:
-    """Download (source) and cache bytes, conversion and load peaks for the reduced-depth Sa2VA-Qwen3-VL-4B, per
-    load dtype, and the same scaled by the full-depth / reduced-depth weight ratio."""
-    from bench import real_layout as layout
+def _numel(shapes: dict[str, tuple[int, ...]]) -> int:
+    return sum(math.prod(shape) for shape in shapes.values())
 
-    full = layout.layer_bytes(36, 24)
-    with tempfile.TemporaryDirectory() as tmp:
-        src = layout.build(Path(tmp) / "Sa2VA-Qwen3-VL-4B", text_layers=layers, vision_layers=layers)
-        source = sum(p.stat().st_size for p in src.glob("*.safetensors"))
-        scale = full / source
-        print(f"source (fp32, {layers} text + {layers} vision layers): {source / GB:.2f} GiB; full depth "
-              f"{full / GB:.2f} GiB (x{scale:.2f})")
-        for dtype in ("bfloat16", "float32"):
-            dst = Path(tmp) / f"native-{dtype}"
-            convert = measure(f"convert:{dtype}", src, dst)
-            cache = sum(p.stat().st_size for p in dst.iterdir())
-            load = measure(dtype, src, dst)
-            print(f"{dtype:>9}: cache {cache / GB:.2f} GiB (full depth ~{cache * scale / GB:.1f} GiB; download + "
-                  f"cache ~{(source + cache) * scale / GB:.1f} GiB); peak RSS convert +{convert['delta_mb'] / 1024:.2f}"
-                  f" GiB, load +{load['delta_mb'] / 1024:.2f} GiB (full depth ~{load['delta_mb'] * scale / 1024:.1f} GiB)")
-            shutil.rmtree(dst)
+
+def real_layout(names: list[str], layers: int) -> None:
+    """Download (source) and cache bytes, conversion and load peaks of each release in its published layout at
+    `layers` text and vision layers (0: full depth), per load dtype; sizes and load peaks also at the full depth."""
+    from model.sa2va.convert.sa2va import detect_flavour
+    from model.sa2va.published import RELEASES, official_shapes, with_depth, write_checkpoint
+    from model.tiny import build_tokenizer
+
+    rows = []
+    for name in names:
+        release = RELEASES[name]
+        config = with_depth(release.config, layers, layers) if layers else release.config
+        left_out = _numel(official_shapes(release.config, release.sam2)) - _numel(official_shapes(config, release.sam2))
+        depth = f"{layers} text + {layers} vision layers" if layers else "full depth"
+        with tempfile.TemporaryDirectory() as tmp:
+            tokenizer = build_tokenizer(detect_flavour(release.config))  # its media and [SEG] tokens
+            src = write_checkpoint(Path(tmp) / name, config, tokenizer, release.dtype, release.sam2)
+            source = sum(p.stat().st_size for p in src.glob("*.safetensors"))
+            item = release.dtype.itemsize
+            print(f"{name} ({depth}, {release.dtype}): source {source / GB:.2f} GiB, full depth "
+                  f"{(source + left_out * item) / GB:.2f} GiB", flush=True)
+            row = [name, (source + left_out * item) / GB]
+            for dtype_name in ("bfloat16", "float32"):
+                dtype = getattr(torch, dtype_name)
+                dst = Path(tmp) / f"native-{dtype_name}"
+                convert = measure(f"convert:{dtype_name}", src, dst)
+                cache = sum(p.stat().st_size for p in dst.iterdir())
+                load = measure(dtype_name, src, dst)
+                cached = min(item, dtype.itemsize)
+                cache_full = cache + left_out * cached
+                per_param = dtype.itemsize + (cached if cached != dtype.itemsize else 0)
+                load_full = load["delta_mb"] * 2**20 + left_out * per_param
+                print(f"  {dtype_name:>8}: cache {cache / GB:.2f} GiB (full depth {cache_full / GB:.2f}); peak RSS "
+                      f"convert +{convert['delta_mb'] / 1024:.2f} GiB, load +{load['delta_mb'] / 1024:.2f} GiB "
+                      f"(full depth {load_full / GB:.2f} GiB)", flush=True)
+                row += [cache_full / GB, load_full / GB, convert["delta_mb"] / 1024]
+                shutil.rmtree(dst)
+        rows.append(row)
+    print(f"\nGiB; sizes and load peaks at the full depth, conversion peaks as measured ({depth}):")
+    print("release | download | bf16 cache | bf16 load | bf16 convert | fp32 cache | fp32 load | fp32 convert")
+    for name, *figures in rows:
+        print(" | ".join([name, *(f"{x:.1f}" for x in figures)]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", nargs="?", type=Path, default=DEFAULT_SOURCE)
-    parser.add_argument("--real-layout", type=int, metavar="LAYERS",
-                        help="measure a Sa2VA-Qwen3-VL-4B-layout checkpoint with this many layers instead")
+    parser.add_argument("--real-layout", nargs="*", metavar="NAME",
+                        help="measure published releases in their layout instead (no name: all of them)")
+    parser.add_argument("--layers", type=int, default=2,
+                        help="text and vision layers of the --real-layout checkpoints (0: the full depth)")
     args = parser.parse_args()
-    if args.real_layout:
-        real_layout(args.real_layout)
+    if args.real_layout is not None:
+        from model.sa2va.published import RELEASES
+
+        unknown = sorted(set(args.real_layout) - RELEASES.keys())
+        if unknown:
+            parser.error(f"unknown releases {unknown}; known: {list(RELEASES)}")
+        real_layout(args.real_layout or list(RELEASES), args.layers)
         return
     with tempfile.TemporaryDirectory() as tmp:
         dst = Path(tmp) / "native"

@@ -138,7 +138,8 @@ class SegChat:
             out = model.vlm.generate(**inputs, **options, max_new_tokens=self.limits.max_new_tokens,
                                      eos_token_id=processor.prompts.stop_ids,
                                      pad_token_id=processor.tokenizer.pad_token_id, streamer=streamer,
-                                     stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop)]))
+                                     stopping_criteria=StoppingCriteriaList(
+                                         [_StopOnEvent(stop), *processor.prompts.stopping_criteria(len(prompt_ids))]))
         new_ids = out[0, len(prompt_ids):].tolist()
         states = capture.states
         if new_ids and new_ids[-1] == seg_id:

@@ -126,13 +126,14 @@ class SegChatProcessor:
     def closed_answer(self, new_ids: list[int]) -> list[int]:
         """A generated answer as it enters the history: with a stop token even if generation was cut off, and the
         template's end of the assistant turn."""
-        stops = self.prompts.stop_ids
-        closed = new_ids if new_ids and new_ids[-1] in stops else new_ids + stops[:1]
+        closed = new_ids if self.prompts.ends_with_stop(new_ids) else new_ids + self.prompts.end_ids
         return closed + self.prompts.answer_end()
 
     def decode_answer(self, ids: list[int]) -> ParsedAnswer:
         """The answer text as shown to a person, and the label of each `[SEG]`."""
-        return parse_answer(ids, self.tokenizer, self.markup)
+        parsed = parse_answer(ids, self.tokenizer, self.markup)
+        parsed.text = self.prompts.without_stop_text(parsed.text)
+        return parsed
 
     # ------------------------------------------------------------------------------------------ media
 

@@ -4,6 +4,10 @@ Template strings are control text (tokenized with their special tokens); user te
 of the tokenizer that appears in it, special or not (`[SEG]`, `<|im_start|>`, but also `<think>`, `<tool_call>`,
 `<|fim_prefix|>`, which tokenizers mark as added but not special), is broken into ordinary tokens. Media and
 `[SEG]` ids are inserted by code only.
+
+An answer ends as in Sa2VA's official generation: at the tokenizer's end-of-sequence token, or once its text ends
+with one of the template's stop words. A stop word the tokenizer has a token for is that token; one it has none for
+(`phi3_chat`'s `<|end|>` with Sa2VA-4B's Qwen2.5 tokenizer) is matched on the decoded text, line breaks ignored.
 """
 
 import json
@@ -12,7 +16,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 
-from transformers import PreTrainedTokenizerBase
+import torch
+from transformers import PreTrainedTokenizerBase, StoppingCriteria
 
 from model.errors import InputError
 
@@ -91,14 +96,46 @@ class PromptBuilder:
         self.tokenizer = tokenizer
         self.template = template
         self.layout = layout
-        self.stop_ids = [i for i in (tokenizer.convert_tokens_to_ids(s) for s in template.stop)
-                         if i is not None and i != tokenizer.unk_token_id]
+        # the template's stop words that are single tokens, then the tokenizer's end of sequence
+        stop_ids = [self._token_id(word) for word in template.stop]
+        self.stop_ids = [i for i in dict.fromkeys([*stop_ids, tokenizer.eos_token_id]) if i is not None]
+        # stop words matched on the text (the tokenizer has no token for them)
+        self.stop_texts = tuple(word for word, i in zip(template.stop, stop_ids) if i is None)
+        # what closes an answer in the history when generation did not stop by itself
+        self.end_ids = self.control(template.stop[0])
         # what the tokenizer puts before any encoded text (InternLM2's `<s>`; empty for Qwen tokenizers)
         self.start_ids: list[int] = tokenizer("", add_special_tokens=True)["input_ids"]
         self._added_pattern, self.added_ids = _added_tokens(tokenizer)
 
+    def _token_id(self, token: str) -> int | None:
+        i = self.tokenizer.convert_tokens_to_ids(token)
+        return None if i is None or i == self.tokenizer.unk_token_id else i
+
     def control(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def ends_with_stop_text(self, ids: list[int]) -> bool:
+        """Whether the text of `ids` ends with a stop word matched on text (line breaks ignored, as Sa2VA's
+        official `StopWordStoppingCriteria` reads it)."""
+        if not self.stop_texts or not ids:
+            return False
+        text = self.tokenizer.decode(ids).replace("\r", "").replace("\n", "")
+        return text.endswith(self.stop_texts)
+
+    def ends_with_stop(self, ids: list[int]) -> bool:
+        """Whether an answer ended by itself: with a stop token or a stop word's text."""
+        return bool(ids) and (ids[-1] in self.stop_ids or self.ends_with_stop_text(ids))
+
+    def without_stop_text(self, text: str) -> str:
+        """An answer's shown text without the stop word matched on text that ended it."""
+        for word in self.stop_texts:
+            text = text.removesuffix(word)
+        return text.rstrip()
+
+    def stopping_criteria(self, prompt_length: int) -> list[StoppingCriteria]:
+        """What `generate` needs besides `eos_token_id=stop_ids` for a prompt of `prompt_length` ids: a text
+        match of the stop words that are not tokens (none for most templates)."""
+        return [_TextStop(self, prompt_length)] if self.stop_texts else []
 
     def data(self, text: str) -> list[int]:
         """`text` as plain tokens: never an added (control) token, whatever the person typed."""
@@ -168,3 +205,15 @@ class PromptBuilder:
 
     def answer_end(self) -> list[int]:
         return self.control(self.template.assistant_end)
+
+
+class _TextStop(StoppingCriteria):
+    """Stops a sequence once its answer (the ids after the prompt) ends with a stop word's text."""
+
+    def __init__(self, prompts: PromptBuilder, prompt_length: int):
+        self.prompts = prompts
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        done = [self.prompts.ends_with_stop_text(row[self.prompt_length:].tolist()) for row in input_ids]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

@@ -24,6 +24,7 @@ from functools import partial
 import numpy as np
 import torch
 from PIL import Image
+from transformers import StoppingCriteriaList
 
 from model.errors import InputError
 from model.families import VisionInputs
@@ -109,12 +110,13 @@ def _generate(model: SegChatModel, processor: SegChatProcessor, prompt_ids: list
     device = model.get_input_embeddings().weight.device
     inputs = processor.model_inputs(torch.tensor([prompt_ids]), vision, device, model.vlm.dtype)
     inputs = model.with_region_features(inputs, vision.regions) if vision else inputs
-    stops = sorted({*processor.prompts.stop_ids, tokenizer.eos_token_id} - {None})
+    prompts = processor.prompts
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     seg_from_prompt = not _is_internvl(processor)
     with torch.no_grad(), model.seg_capture(processor.seg_token_id, skip_first=not seg_from_prompt) as capture:
-        out = model.vlm.generate(**inputs, do_sample=False, max_new_tokens=MAX_NEW_TOKENS, eos_token_id=stops,
-                                 pad_token_id=pad)
+        out = model.vlm.generate(**inputs, do_sample=False, max_new_tokens=MAX_NEW_TOKENS,
+                                 eos_token_id=prompts.stop_ids, pad_token_id=pad,
+                                 stopping_criteria=StoppingCriteriaList(prompts.stopping_criteria(len(prompt_ids))))
     return out[0, len(prompt_ids):].tolist(), capture.stacked()
 
 

@@ -58,7 +58,7 @@ def encode_example(processor: SegChatProcessor, sample: Sample) -> Example:
     prompt = processor.conversation_start() + processor.user_turn(sample.instruction, vision)
     # Answers are markup written by the dataset's authors: [SEG], <p> and </p> become their special tokens.
     prompts = processor.prompts
-    answer = prompts.control(sample.answer) + prompts.stop_ids[:1]
+    answer = prompts.control(sample.answer) + prompts.end_ids
     n_seg = answer.count(processor.seg_token_id)
     if n_seg != len(sample.masks):
         raise DatasetError(sample.media_path, f"answer has {n_seg} [SEG] tokens but {len(sample.masks)} masks")

@@ -45,7 +45,7 @@ def encode_reasoning(processor: SegChatProcessor, text: ReasoningText) -> tuple[
     prompts = processor.prompts
     context = processor.conversation_start() + processor.user_turn(text.instruction)
     context += prompts.control(text.listing)
-    target = prompts.control(" " + text.reasoning) + prompts.stop_ids[:1]
+    target = prompts.control(" " + text.reasoning) + prompts.end_ids
     return context + target, [IGNORE_INDEX] * len(context) + target
 
 

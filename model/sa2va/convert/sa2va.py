@@ -105,6 +105,12 @@ def _internvl_text_config(llm: dict, has_lm_head: bool) -> dict:
         cls = {"qwen2": Qwen2Config, "llama": LlamaConfig, "phi3": Phi3Config}[model_type]
         out = _native_fields(cls, llm)
         out["model_type"] = model_type
+        rope = llm.get("rope_scaling") or {}
+        if model_type == "phi3" and (rope.get("type") or rope.get("rope_type")) == "su":
+            # Phi-3's first name for long RoPE (InternVL2-4B): transformers renames it only after checking the
+            # long-RoPE fields, which then fails
+            out["rope_scaling"] = {k: v for k, v in rope.items() if k not in ("type", "rope_type")} | {
+                "rope_type": "longrope"}
     else:
         raise ValueError(f"unsupported Sa2VA language model: model_type={model_type!r}, architecture={arch!r}")
     out["tie_word_embeddings"] = not has_lm_head

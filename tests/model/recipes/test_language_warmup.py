@@ -18,10 +18,10 @@ def test_a_text_turn_has_the_training_answer_layout_and_learns_only_the_reasonin
     chat = tiny_chats["qwen3_vl"]
     text = _texts(7)[-1]  # same_kind: two [SEG]s
     ids, labels = encode_reasoning(chat.processor, text)
-    answer = chat.processor.prompts.control(f"{text.listing} {text.reasoning}") + chat.processor.prompts.stop_ids[:1]
+    answer = chat.processor.prompts.control(f"{text.listing} {text.reasoning}") + chat.processor.prompts.end_ids
     assert ids[-len(answer):] == answer  # the answer tokenises as it does in a training example
     learned = [i for i, label in zip(ids, labels) if label != IGNORE_INDEX]
-    assert learned == chat.processor.prompts.control(" " + text.reasoning) + chat.processor.prompts.stop_ids[:1]
+    assert learned == chat.processor.prompts.control(" " + text.reasoning) + chat.processor.prompts.end_ids
     assert learned.count(chat.processor.seg_token_id) == 2
     assert all(label in (IGNORE_INDEX, i) for i, label in zip(ids, labels))
     names = text.reasoning.split("<p>")[1:]  # "the blue square</p> [SEG] and ", "the green square</p> [SEG]."

@@ -1,7 +1,7 @@
 """InternLM2 checkpoints (Sa2VA-8B/26B): the native tokenizer against the official class's ids (fixture made by
-tests/fixtures/internlm2_tokenizer/make_reference.py), and the Sa2VA-8B-layout oracle (made by
-tests/fixtures/make_internlm2_oracle.py; its parity is test_parity's) through a SegChat conversation, with `<s>`
-first and `<|im_end|>` as its stop word."""
+tests/fixtures/internlm2_tokenizer/make_reference.py), the fused projection's split, and the Sa2VA-8B-layout oracle
+(made by tests/fixtures/make_internlm2_oracle.py; its parity is test_parity's) through a SegChat conversation, with
+`<s>` first and `<|im_end|>` as its stop word. Tiny Sa2VA-8B/26B-layout checkpoints are in test_published."""
 
 import json
 from pathlib import Path

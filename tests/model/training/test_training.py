@@ -119,7 +119,7 @@ def test_example_labels_cover_the_answer_only(tiny_chats, scenes):
     sample = load_dataset(scenes)[0]
     example = encode_example(chat.processor, sample)
     answer = [t for t in example.labels if t != -100]
-    assert answer == chat.processor.prompts.control(sample.answer) + chat.processor.prompts.stop_ids[:1]
+    assert answer == chat.processor.prompts.control(sample.answer) + chat.processor.prompts.end_ids
     assert example.input_ids[-len(answer):] == answer
     assert example.masks.shape == (1, 64, 64)
 
