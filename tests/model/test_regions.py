@@ -157,12 +157,20 @@ BAD_REGIONS = {
 }
 
 
-@pytest.mark.parametrize("case", BAD_REGIONS)
-def test_bad_regions_are_refused_and_the_conversation_is_unchanged(tiny_chats, case):
+@pytest.fixture(scope="module")
+def region_conversation(tiny_chats):
+    """A conversation with one region; each case works on a shallow copy (as the app's undo keeps one)."""
     chat = tiny_chats["internvl"]
     conv = chat.new_conversation()
     with scripted_rounds(chat, ANSWER):
         conv.ask("What is region 1?", image=IMAGE, regions=[Region(points=[(10, 10)])])
+    return conv
+
+
+@pytest.mark.parametrize("case", BAD_REGIONS)
+def test_bad_regions_are_refused_and_the_conversation_is_unchanged(tiny_chats, region_conversation, case):
+    chat = tiny_chats["internvl"]
+    conv = copy.copy(region_conversation)
     history, regions_before, media, vision = list(conv.history), list(conv.regions), conv.media, conv.media.vision
     regions, message = BAD_REGIONS[case]
     with pytest.raises(InputError, match=message):

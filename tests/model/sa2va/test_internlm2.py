@@ -93,7 +93,8 @@ def test_sa2va_8b_layout_loads_and_answers(tmp_path, monkeypatch):
     processor = chat.processor
     assert isinstance(processor.tokenizer, InternLM2Tokenizer)
     assert chat.model.config.template == "internlm2_chat"
-    assert processor.prompts.stop_ids == [processor.tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    tokenizer = processor.tokenizer
+    assert processor.prompts.stop_ids == [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id]
     conversation = chat.new_conversation()
     assert conversation.history[0] == processor.tokenizer.bos_token_id
     image = np.zeros((64, 96, 3), np.uint8)
