@@ -10,6 +10,7 @@ the server stops.
 
 from __future__ import annotations
 
+import functools
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -49,12 +50,18 @@ def limits_text(settings: AppSettings) -> str:
             "file sent.")
 
 
+@functools.cache
+def _serve_examples_in_place(files: tuple[Path, ...]) -> None:
+    """Once per process: Gradio's static paths are a global list that grows with every registration."""
+    gr.set_static_paths(list(files))
+
+
 def example_gallery(box: gr.MultimodalTextbox) -> gr.Examples:
     """The shipped examples under the message box: a click fills it (chain the turn to `.load_input_event`).
     Never cached: a Space must start fast. The files are served from the package as they are (not copied into
     Gradio's cache), so every click sends the same shipped file, which sessions never remove."""
     shipped = examples.load_examples()
-    gr.set_static_paths([example.file for example in shipped])
+    _serve_examples_in_place(tuple(Path(example.file) for example in shipped))
     return gr.Examples([[example.message] for example in shipped], inputs=[box], label="Try an example",
                        cache_examples=False, api_visibility="private", elem_id="examples")
 
