@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from chat import inputs
 from chat.drawing import drawn_regions
@@ -140,6 +139,32 @@ def _media(name: str, media_args: dict, session: Session) -> Media:
     return Media(name, image=np.asarray(media_args["image"]))
 
 
+def _drawn_regions(session: Session, media_args: dict, drawn: list[np.ndarray], exact: bool,
+                   frame: int) -> list[Region]:
+    """The editor's layers as regions on the image being sent, or on the media under discussion (on a video, on
+    its frame `frame`)."""
+    if "video" in media_args:
+        raise InputError("Send the video first, then draw the regions on one of its frames.")
+    if "image" in media_args:
+        return drawn_regions(drawn, media_args["image"].size, exact)
+    media = session.media
+    if media is None:
+        raise InputError("Upload the picture the regions are drawn on.")
+    if media.kind == "image":
+        return drawn_regions(drawn, (media.image.shape[1], media.image.shape[0]), exact)
+    height, width = media.video.clip.size
+    return [replace(region, frame=frame) for region in drawn_regions(drawn, (width, height), exact)]
+
+
+def drawing_frame(session: Session, frame: int | float | None) -> np.ndarray:
+    """Frame `frame` of the video under discussion, to draw regions on."""
+    media = session.media
+    if media is None or media.kind != "video":
+        raise InputError("There is no video in this conversation to draw on.")
+    t = inputs.whole_number(frame, "frame", 0, media.video.clip.length - 1)
+    return media.video.clip.read([t])[0]
+
+
 def _result(media: Media, reply: Reply) -> Result | None:
     if not reply.segments:
         return None
@@ -151,14 +176,14 @@ def _result(media: Media, reply: Reply) -> Result | None:
 def ask(session: Session, text: str, files: Sequence[str | Path] | None = None,
         settings: AppSettings = AppSettings(), video: VideoOptions = VideoOptions(),
         progress: Progress | None = None, regions: Sequence[Region] = (), drawn: Sequence[np.ndarray] = (),
-        exact: bool = False) -> Iterator[list[Message]]:
+        exact: bool = False, frame: int = 0) -> Iterator[list[Message]]:
     """One turn: yields the chat after every streamed piece of the answer; the session holds the outcome.
 
     A new upload replaces the media under discussion; without one the question is about the current media.
     `video` applies to a new video upload; on a follow-up about a video only its `propagation` is used.
-    `regions` point at things on the image (see `Conversation.ask`), and so do the layers `drawn` in the app's
-    editor (`chat.drawing`: clicks along the strokes, or with `exact` the strokes as masks); the person's message
-    then shows them as numbered marks.
+    `regions` point at things on the image or video (see `Conversation.ask`), and so do the layers `drawn` in the
+    app's editor (`chat.drawing`: clicks along the strokes, or with `exact` the strokes as masks), drawn on the
+    image or on frame `frame` of the video under discussion; the person's message then shows them as marks.
     """
     upload = None
     try:  # the message is checked before anything of it is stored
@@ -183,15 +208,7 @@ def ask(session: Session, text: str, files: Sequence[str | Path] | None = None,
         elif session.media is not None and session.media.kind == "video":
             media_args["propagation"] = video.propagation  # the only option a follow-up may change
         if drawn:
-            picture = media_args.get("image") or (Image.fromarray(session.media.frame) if session.media else None)
-            if picture is None:
-                raise InputError("Upload the picture the regions are drawn on.")
-            turn.regions = turn.regions + drawn_regions(list(drawn), picture.size, exact)
-        on_video = "video" in media_args or source is None and session.media is not None and \
-            session.media.kind == "video"
-        if turn.regions and on_video:
-            raise InputError("Regions on a video are not supported in the app yet (the Python API takes them, "
-                             "Region(frame=...)); draw them on an image.")
+            turn.regions = turn.regions + _drawn_regions(session, media_args, list(drawn), exact, frame)
         media_args["regions"] = turn.regions
         reply = yield from _stream_answer(session, turn, text, media_args)
         if reply is not None:  # None: stopped, and the conversation is left as it was
@@ -202,7 +219,10 @@ def ask(session: Session, text: str, files: Sequence[str | Path] | None = None,
             media = session.media
             if reply.regions:
                 first = len(session.conversation.regions) - len(reply.regions) + 1
-                turn.region_view = write_region_view(session, media.frame, [r.mask for r in reply.regions], first)
+                t = turn.regions[0].frame or 0  # a video turn shows the frame its first region is drawn on
+                picture = media.frame if media.kind == "image" else media.video.clip.read([t])[0]
+                masks = [r.mask if media.kind == "image" else r.mask[t] for r in reply.regions]
+                turn.region_view = write_region_view(session, picture, masks, first)
             turn.warnings = notices + list(reply.warnings)
             turn.trace = trace_lines(reply.trace)
             turn.result = _result(media, reply) if media is not None else None
@@ -349,17 +369,22 @@ def refine(session: Session, index: int | float | None, x: float, y: float, incl
 
 
 def point_at(session: Session, index: int | float | None) -> list[Message]:
-    """Make object `index` of the last answer a region of the next question ("ask about this object")."""
+    """Make object `index` of the last answer a region of the next question ("ask about this object"); on a video,
+    its mask on the first frame where it is."""
     result = _require_result(session)
-    if result.media.kind != "image" or result.media is not session.media:
-        raise InputError("Only objects of the current image can be pointed at; regions on videos are not "
-                         "supported yet.")
+    if result.media is not session.media:
+        raise InputError("Only objects of the media under discussion can be pointed at.")
     i = inputs.object_index(index, len(result.masks))
-    mask = np.asarray(result.masks[i], dtype=bool)
+    mask, frame = result.masks[i], None
+    if result.media.kind == "video":
+        frame = next((t for t in range(len(mask)) if mask.presence[t] > 0 and mask[t].any()), None)
+        mask = mask[frame] if frame is not None else np.zeros(mask.size, dtype=bool)
+    mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         raise InputError(f"Object {i + 1} has an empty mask: there is nothing to point at.")
     label = result.labels[i]
-    session.pending_regions.append((Region(mask=mask), f"object {i + 1}" + (f", {label}" if label else "")))
+    session.pending_regions.append((Region(mask=mask, frame=frame),
+                                    f"object {i + 1}" + (f", {label}" if label else "")))
     return messages(session)
 
 

@@ -116,15 +116,23 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
 
     skip_canvas = tuple(gr.skip() for _ in range(6))
 
-    def drawing_panel(state: Session | None) -> dict | None:
-        """The editor, emptied, with the picture under discussion to draw the next regions on; left as it is
-        after a refused question, so that the person can fix it and ask again."""
+    def drawing_panel(state: Session | None) -> tuple:
+        """The editor, emptied, with the picture under discussion to draw the next regions on (a video: the frame
+        the canvas shows, and the slider to choose another); left as it is after a refused question, so that the
+        person can fix it and ask again."""
         if state is not None and state.turns and state.turns[-1].error is not None:
-            return gr.skip()
+            return gr.skip(), gr.skip()
         media = state.media if state is not None else None
-        if media is None or media.kind != "image":
-            return None
-        return {"background": media.frame, "layers": [], "composite": None}
+        if media is None:
+            return None, gr.Slider(visible=False)
+        editor = {"background": media.frame, "layers": [], "composite": None}
+        if media.kind == "image":
+            return editor, gr.Slider(visible=False)
+        return editor, gr.Slider(0, media.video.clip.length - 1, value=media.frame_index, visible=True)
+
+    def drawing_frame(state: Session | None, frame: float) -> dict:
+        """The editor, emptied, with another frame of the video to draw on."""
+        return {"background": handlers.drawing_frame(existing(state), frame), "layers": [], "composite": None}
 
     def run_turn(session: Session, turns: Iterator[list]) -> Iterator[tuple]:
         busy = gr.MultimodalTextbox(value=None, interactive=False)
@@ -138,12 +146,12 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
             regions: object, request: gr.Request,
             progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Iterator[tuple]:
         """The public /ask: regions as JSON."""
-        yield from ask_drawn(message, state, propagation, llm_frames, sampling, regions, None, False, request,
+        yield from ask_drawn(message, state, propagation, llm_frames, sampling, regions, None, False, 0, request,
                              progress)
 
     @gpu()
     def ask_drawn(message: dict | None, state: Session | None, propagation: str, llm_frames: float, sampling: str,
-                  regions: object, editor: dict | None, exact: bool, request: gr.Request,
+                  regions: object, editor: dict | None, exact: bool, frame: float, request: gr.Request,
                   progress: gr.Progress = gr.Progress(track_tqdm=True)) -> Iterator[tuple]:
         """The page's ask: with the regions drawn in the editor too."""
         options = video_options(propagation, llm_frames, sampling)
@@ -152,6 +160,7 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
             text, files = inputs.message_parts(message)
             pointed = inputs.regions(regions)
             drawn = drawing.layer_masks(editor)
+            frame = inputs.whole_number(frame, "frame", 0, 10**9)
             picture = drawing.editor_picture(editor) if drawn and not files and session.media is None else None
         except SegChatError as err:
             raise refused(err, "ask") from None
@@ -159,7 +168,8 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
             files = [session.new_file("drawn.png")]
             Image.fromarray(picture).save(files[0])
         yield from run_turn(session, handlers.ask(session, text, files, settings, options,
-                                                  _progress_callback(progress), pointed, drawn, bool(exact)))
+                                                  _progress_callback(progress), pointed, drawn, bool(exact),
+                                                  frame))
 
     @gpu()
     def retry(state: Session | None, propagation: str, llm_frames: float, sampling: str, request: gr.Request,
@@ -257,12 +267,15 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
                     gr.Markdown("Brush over what you mean, one layer per region (add a layer for the next one), "
                                 "then ask about “region 1”, “region 2”… A stroke is read as clicks on the object "
                                 "under it; tick the box to use the strokes themselves as the region. Draw on the "
-                                "picture under discussion, or load one here.")
+                                "picture under discussion, or load one here. On a video, choose the frame with the "
+                                "slider: each region is followed through the clip.")
                     editor = gr.ImageEditor(label="Regions", type="numpy", image_mode="RGBA", layers=True,
                                             sources=["upload", "clipboard"], transforms=[],
                                             brush=gr.Brush(default_size=12, colors=["#ff1744"],
                                                            color_mode="fixed"),
                                             elem_id="regions-editor", height=360)
+                    frame = gr.Slider(0, 1, value=0, step=1, label="Frame to draw on (a new frame clears the drawing)",
+                                      visible=False, elem_id="regions-frame")
                     exact = gr.Checkbox(False, label="Use my drawing as the exact mask", elem_id="regions-exact")
                     # The public /ask endpoint's regions as JSON (points, box, COCO-RLE mask), see README.
                     regions_json = gr.JSON([], visible=False, label="regions")
@@ -311,21 +324,22 @@ def build_demo(chat: SegChat, settings: AppSettings = AppSettings(), title: str 
         turn_outputs = [chatbot, box, canvas, canvas_video, legend, shown, target, files, state]
         model_work = {"concurrency_id": MODEL_WORK, "concurrency_limit": settings.concurrency}
         ask_inputs = [box, state, propagation, llm_frames, sampling, regions_json]
-        box.submit(ask_drawn, [*ask_inputs, editor, exact], turn_outputs, api_visibility="private",
-                   **model_work).then(drawing_panel, [state], [editor], api_visibility="private", queue=False)
+        box.submit(ask_drawn, [*ask_inputs, editor, exact, frame], turn_outputs, api_visibility="private",
+                   **model_work).then(drawing_panel, [state], [editor, frame], api_visibility="private", queue=False)
+        frame.input(person_errors(drawing_frame), [state, frame], [editor], api_visibility="private", queue=False)
         api_ask.click(ask, ask_inputs, turn_outputs, api_name="ask", **model_work)
         gallery.load_input_event.then(ask, ask_inputs, turn_outputs, api_visibility="private", **model_work).then(
-            drawing_panel, [state], [editor], api_visibility="private", queue=False)
+            drawing_panel, [state], [editor, frame], api_visibility="private", queue=False)
         retry_btn.click(retry, [state, propagation, llm_frames, sampling], turn_outputs,
                         api_visibility="private", **model_work).then(
-            drawing_panel, [state], [editor], api_visibility="private", queue=False)
+            drawing_panel, [state], [editor, frame], api_visibility="private", queue=False)
         stop_btn.click(stop, [state], None, api_visibility="private", queue=False)
         if agent is not None:
             answerer.change(use, [answerer, state], [chatbot, state], api_name="use", **model_work)
         rewind_outputs = [chatbot, canvas, canvas_video, legend, shown, target, files, state]
         for button, action in ((undo_btn, handlers.undo), (clear_btn, handlers.clear)):
             button.click(rewind(action), [state], rewind_outputs, api_visibility="private", trigger_mode="once").then(
-                drawing_panel, [state], [editor], api_visibility="private", queue=False)
+                drawing_panel, [state], [editor, frame], api_visibility="private", queue=False)
         target.change(lambda index: index, target, target_index, api_visibility="private", queue=False)
         canvas.select(click_point, None, [click_x, click_y], api_visibility="private").then(
             refine, [state, target_index, click_x, click_y, click_kind], [canvas, files, state], api_name="refine",

@@ -12,6 +12,7 @@ from PIL import Image
 from chat.session import Result, Session
 from model.media.export import Progress, masks_to_png_zip, write_coco_rle_json, write_overlay_video
 from model.media.render import fit_mask, numbered_marks, overlay, palette
+from model.prompting import region_mark
 
 
 def _write_picture(session: Session, result: Result, indices: Sequence[int], name: str) -> Path:
@@ -52,8 +53,9 @@ def write_result_files(session: Session, result: Result, progress: Progress | No
 
 
 def write_region_view(session: Session, frame: np.ndarray, masks: Sequence[np.ndarray], first: int) -> Path:
-    """The picture with a turn's regions as numbered marks (the first one is region `first`), as the question shows
+    """The picture with a turn's regions' marks ("R1"; the first one is region `first`), as the question shows
     them."""
     path = session.new_file("regions.png")
-    Image.fromarray(numbered_marks(frame, masks, first=first)).save(path)
+    labels = [region_mark(n) for n in range(first, first + len(masks))]
+    Image.fromarray(numbered_marks(frame, masks, labels=labels)).save(path)
     return path

@@ -6,7 +6,7 @@ segmentation back-ends; `Conversation` is the small stateful object over them: o
 """
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,7 @@ from model.media.masks import VideoMask, mask_box
 from model.media.render import fit_mask, numbered_marks
 from model.modeling import ImageFeatures, SegChatModel
 from model.processing import Limits, SegChatProcessor
-from model.prompting import agent_texts
+from model.prompting import agent_texts, region_mark, region_note
 from model.regions import Region, check_references, check_regions, drawn_mask
 from model.sa2va.official import predict_forward
 from model.segmenters import Box, Segment, SegEmbeddingSegmenter, SegStates
@@ -178,6 +178,18 @@ def _mark_absent(segments: list[Segment], where: str) -> list[str]:
     return warnings
 
 
+def _region_mask(region: Region, refine: Callable[..., np.ndarray] | None, size: tuple[int, int]) -> np.ndarray:
+    """The object a region points at on a picture (`size`: width, height): its mask as drawn, or the mask `refine`
+    (a segmenter's, on the picture's features) makes of its clicks and box; the drawn shape where `refine` finds
+    nothing there, or is None."""
+    if region.mask is not None:
+        return np.asarray(region.mask, dtype=bool)
+    mask = None
+    if refine is not None:
+        mask = refine([(float(x), float(y)) for x, y in region.points], region.point_labels, region.box)
+    return mask if mask is not None and mask.any() else drawn_mask(region, size)
+
+
 def _video_options(options: dict) -> VideoOptions:
     try:
         return VideoOptions(**options)
@@ -291,7 +303,7 @@ class Conversation:
         earlier = [] if new_media else self.regions
         regions = self._check_regions(text, regions, media, len(earlier))
         if self.chat.mode == "agent" and media is not None:
-            yield from self._agent_turn(text, media, history)
+            yield from self._agent_turn(text, media, history, regions, earlier)
             return
 
         with self.chat.lock:
@@ -316,10 +328,11 @@ class Conversation:
         regions = list(regions or [])
         if regions and media is None:
             raise InputError("There is no image in this conversation: send one with the regions drawn on it.")
-        if regions and self.chat.mode == "agent":
-            raise InputError("Regions are not supported in agent mode yet; ask with a [SEG] model.")
+        video = isinstance(media, VideoMedia)
+        if regions and video and self.chat.mode == "agent":
+            raise InputError("In agent mode regions can be drawn on images only; on a video, ask with a [SEG] "
+                             "model (it tracks the region through the clip).")
         if regions:
-            video = isinstance(media, VideoMedia)
             size = (media.clip.size[1], media.clip.size[0]) if video else media.image.size
             regions = check_regions(regions, size, self.chat.limits.max_regions,
                                     frames=media.clip.length if video else None, first_number=earlier + 1)
@@ -337,8 +350,8 @@ class Conversation:
         if isinstance(media, VideoMedia):
             masks = self._video_region_masks(media, regions)
         else:
-            features = self.image_features(media)
-            masks = [self._region_mask(region, features, media.image.size) for region in regions]
+            refine = partial(self.chat.segmenter.refine, self.image_features(media))
+            masks = [_region_mask(region, refine, media.image.size) for region in regions]
         segments = [Segment(mask, 1.0, f"region {n}") for mask, n in zip(masks, numbers)]
         if processor.takes_region_tokens and isinstance(media, ImageMedia):
             ids, cells = processor.region_tokens(masks, numbers)
@@ -347,15 +360,6 @@ class Conversation:
         # New media: the model sees the marked media only; a follow-up adds it after the media already seen.
         return _TurnMedia(marked, processor.region_marks(numbers),
                           marked if new_media else VisionInputs.concat([vision, marked]), segments)
-
-    def _region_mask(self, region: Region, features: ImageFeatures, size: tuple[int, int]) -> np.ndarray:
-        """The object a region points at on a picture (`features`: its SAM2 features; `size`: width, height): its
-        mask as drawn, or SAM2's mask from its clicks and box (the drawn shape when SAM2 finds nothing there)."""
-        if region.mask is not None:
-            return np.asarray(region.mask, dtype=bool)
-        points = [(float(x), float(y)) for x, y in region.points]
-        mask = self.chat.segmenter.refine(features, points, region.point_labels, region.box)
-        return mask if mask.any() else drawn_mask(region, size)
 
     def _video_region_masks(self, media: VideoMedia, regions: list[Region]) -> list[VideoMask]:
         """Each region's mask on its frame, tracked through the clip by SAM2 memory (one session per frame that
@@ -367,8 +371,8 @@ class Conversation:
             drawn = [i for i, region in enumerate(regions) if (region.frame or 0) == t]
             features = media.sam_features[t] if t in media.sam_features else segmenter.frame_features(
                 clip.read([t])[0])
-            picture = segmenter.image_features(features, clip.size)
-            masks = [self._region_mask(regions[i], picture, size) for i in drawn]
+            refine = partial(self.chat.segmenter.refine, segmenter.image_features(features, clip.size))
+            masks = [_region_mask(regions[i], refine, size) for i in drawn]
             tracked.update(zip(drawn, segmenter.track(clip, t, masks, features)[0]))
         return [tracked[i] for i in range(len(regions))]
 
@@ -382,23 +386,36 @@ class Conversation:
             pictures = [np.asarray(image) for image in media.images]
             per_picture = [[fit_mask(mask[t], picture.shape[:2]) for mask in masks]
                            for t, picture in zip(media.llm_indices, pictures)]
-        marked = [Image.fromarray(numbered_marks(picture, frame_masks, first=first))
+        labels = [region_mark(n) for n in range(first, first + len(masks))]
+        marked = [Image.fromarray(numbered_marks(picture, frame_masks, labels=labels))
                   for picture, frame_masks in zip(pictures, per_picture)]
         return self.chat.processor.encode_images(marked, as_video=isinstance(media, VideoMedia))
 
-    def _agent_turn(self, text: str, media: "ImageMedia | VideoMedia", history: list[int]
-                    ) -> Iterator["str | Reply"]:
+    def _agent_turn(self, text: str, media: "ImageMedia | VideoMedia", history: list[int], regions: list[Region],
+                    earlier: list[np.ndarray]) -> Iterator["str | Reply"]:
         """An agent-mode turn (see `model.agent.loop`): yields a line per step, then the `Reply` with its trace.
 
         On a video, the plan round sees the video's LLM frames; candidates are marked on its first LLM frame, and
-        the kept objects are then tracked through the clip by SAM 3 (`ConceptTracker.follow`)."""
+        the kept objects are then tracked through the clip by SAM 3 (`ConceptTracker.follow`). On an image with
+        regions (this turn's and `earlier` ones), every round sees the image with the regions' marks ("R1") under
+        the candidates' numbers, and the question comes after the note naming them."""
         chat, processor = self.chat, self.chat.processor
         video = isinstance(media, VideoMedia)
         tracker = ConceptTracker(chat.concept_segmenter) if video else None  # checks the checkpoint first
         picture = media.images[0] if video else media.image  # where candidates are found and marked
+        with chat.lock:
+            new_regions = self._agent_regions(media, regions, len(earlier)) if regions else []
+        region_masks = earlier + [segment.mask for segment in new_regions]
+        shown, shown_vision, question = picture, media.vision, text
+        if region_masks:
+            numbers = range(1, len(region_masks) + 1)
+            shown = Image.fromarray(numbered_marks(np.asarray(picture), region_masks,
+                                                   labels=[region_mark(n) for n in numbers]))
+            shown_vision = processor.encode_images([shown])
+            question = region_note(list(numbers)).strip() + "\n" + text
 
         def generate(round_text: str, image: Image.Image) -> list[int]:
-            vision = media.vision if image is picture else processor.encode_images([image])
+            vision = shown_vision if image is shown else processor.encode_images([image])
             return chat.generate(history + processor.user_turn(round_text, vision), vision)[0]
 
         def find(phrases: list[str]) -> list[Segment]:
@@ -407,7 +424,7 @@ class Conversation:
                 media.concept_features = segmenter.encode(picture)
             return segmenter.segment(media.concept_features, ConceptPrompts([ConceptPrompt(p) for p in phrases]))
 
-        turn = AgentTurn(text, picture, generate, lambda ids: processor.decode_answer(ids).text, find,
+        turn = AgentTurn(question, shown, generate, lambda ids: processor.decode_answer(ids).text, find,
                          chat.agent_options)
         lines: list[str] = []
         with chat.lock:
@@ -423,15 +440,27 @@ class Conversation:
                 segments, stats, lost = tracker.follow(media.clip, segments, media.llm_indices[0])
                 outcome.warnings += [f"{label!r} could not be followed through the video." for label in lost]
         answer_ids = processor.prompts.data(outcome.answer)
-        reply = Reply(outcome.answer, answer_ids, segments, outcome.warnings, video_stats=stats, trace=outcome.trace)
+        reply = Reply(outcome.answer, answer_ids, segments, outcome.warnings, video_stats=stats, trace=outcome.trace,
+                      regions=new_regions)
         self._offer_instances(reply, media)
-        if media is not self.media:
-            self.regions = []
+        self.regions = region_masks
         self.media, self.vision = media, media.vision
         self.history = history + processor.user_turn(text) + processor.closed_answer(answer_ids)
         self.last_reply = reply
         self.unsent_media = None
         yield reply
+
+    def _agent_regions(self, media: ImageMedia, regions: list[Region], earlier: int) -> list[Segment]:
+        """Agent mode's regions as masks: as drawn, or from clicks and boxes by SAM 3's tracker on the image's SAM 3
+        features (the drawn shape where it finds nothing, or where the SAM 3 checkpoint has no tracker)."""
+        segmenter = self.chat.concept_segmenter
+        refine = None
+        if segmenter.can_point and any(region.mask is None for region in regions):
+            if media.concept_features is None:
+                media.concept_features = segmenter.encode(media.image)
+            refine = partial(segmenter.refine, media.concept_features)
+        return [Segment(_region_mask(region, refine, media.image.size), 1.0, f"region {n}")
+                for n, region in enumerate(regions, start=earlier + 1)]
 
     def find(self, phrases: str | Sequence[str], boxes: Sequence[Box] = (), negative_boxes: Sequence[Box] = (),
              score_threshold: float | None = None, image: ImageSource | None = None, video=None) -> Reply:

@@ -62,10 +62,16 @@ def load_media_layout(family: str) -> MediaLayout:
 
 def region_note(numbers: list[int], media: list[str] | None = None) -> str:
     """The note introducing a turn's regions (numbered `numbers`, `prompts/regions.json`): with `media`, each
-    region's image tokens in a `<vp>` run (Sa2VA's wording); without, the note on numbered marks on the image."""
+    region's image tokens in a `<vp>` run (Sa2VA's wording); without, the note on the regions' marks on the image."""
     texts = _load("regions.json")["marks" if media is None else "tokens"]
-    items = [texts["item"].format(number=n, media=m) for n, m in zip(numbers, media or [""] * len(numbers))]
+    items = [texts["item"].format(number=n, media=m, mark=region_mark(n))
+             for n, m in zip(numbers, media or [""] * len(numbers))]
     return texts["intro"].format(count=len(numbers)) + texts["separator"].join(items) + texts["end"]
+
+
+def region_mark(number: int) -> str:
+    """The label drawn on region `number`'s mark ("R2")."""
+    return _load("regions.json")["mark"].format(number=number)
 
 
 def agent_texts() -> dict[str, str]:

@@ -97,23 +97,24 @@ def overlay(
 
 
 def numbered_marks(image: np.ndarray, masks: Sequence[np.ndarray], colors: Sequence[Color] | None = None,
-                   first: int = 1) -> np.ndarray:
-    """Set-of-mark prompting: `overlay` of the masks, each with its number (`first`, `first` + 1, ...) in a label at
-    the centre of its box, white on the mask's colour with a black frame. Labels are 1/20 of the short side tall
+                   labels: Sequence[str] | None = None) -> np.ndarray:
+    """Set-of-mark prompting: `overlay` of the masks, each with its label ("1", "2", ... unless `labels` are given)
+    at the centre of its box, white on the mask's colour with a black frame. Labels are 1/20 of the short side tall
     (12 px at least)."""
     colors = colors_for(len(masks), colors)
     marked = Image.fromarray(overlay(image, masks, colors))
     draw = ImageDraw.Draw(marked)
     size = max(12, min(image.shape[:2]) // 20)
     font = ImageFont.load_default(size=size)
-    for number, (mask, color) in enumerate(zip(masks, colors), start=first):
+    labels = labels or [str(n) for n in range(1, len(masks) + 1)]
+    for label, mask, color in zip(labels, masks, colors):
         centre = mark_centre(mask)
         if centre is None:
             continue
-        left, top, right, bottom = draw.textbbox(centre, str(number), font=font, anchor="mm")
+        left, top, right, bottom = draw.textbbox(centre, label, font=font, anchor="mm")
         pad = max(2, size // 5)
         draw.rectangle((left - pad, top - pad, right + pad, bottom + pad), fill=color, outline=(0, 0, 0))
-        draw.text(centre, str(number), font=font, fill=(255, 255, 255), anchor="mm")
+        draw.text(centre, label, font=font, fill=(255, 255, 255), anchor="mm")
     return np.asarray(marked)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from transformers import Sam3Model, Sam3Processor, Sam3VideoModel, Sam3VideoProcessor
 
@@ -112,6 +113,39 @@ class ConceptSegmenter:
         pixels = self.processor(images=image, return_tensors="pt")["pixel_values"]
         vision = self.model.get_vision_features(pixels.to(self.device, self.model.dtype))
         return ConceptFeatures(vision, (image.height, image.width))
+
+    @property
+    def can_point(self) -> bool:
+        """Whether clicks and boxes can become a mask (`refine`): the full checkpoint's tracker is loaded."""
+        return self.video_model is not None
+
+    @torch.no_grad()
+    def refine(self, features: ConceptFeatures, points_xy: list[tuple[float, float]], labels: list[int],
+               box: Box | None = None) -> np.ndarray:
+        """One object's mask from clicks (pixel x, y of the original image; label 1 = in, 0 = out) and/or a box
+        (x0, y0, x1, y1 in the same pixels): SAM 3's tracker (a SAM2-style prompt encoder and mask decoder) on the
+        image's cached features; empty when it finds no object there. Needs `can_point`."""
+        if self.video_model is None:
+            raise CheckpointError("This SAM 3 checkpoint has no tracker (a detector-only `sam3` folder), so clicks "
+                                  "and boxes cannot become masks; load the full checkpoint (facebook/sam3).")
+        video, tracker = self.video_model, self.video_model.tracker_model
+        maps, _ = video.get_vision_features_for_tracker(features.vision)
+        maps[-1] = maps[-1] + tracker.no_memory_embedding
+        embeddings = [m.permute(1, 2, 0).reshape(1, -1, *size) for m, size in zip(maps, tracker.backbone_feature_sizes)]
+        height, width = features.original_size
+        dtype = embeddings[-1].dtype
+        # SAM 3 resizes the image to a square without padding: each axis scales on its own.
+        scale = torch.tensor([tracker.image_size / width, tracker.image_size / height], dtype=dtype)
+        # A box goes in as its two corners (labels 2 and 3) before the clicks, as SAM2's predictor sends it.
+        corners = [(box[0], box[1]), (box[2], box[3])] if box is not None else []
+        points = torch.tensor(corners + list(points_xy), dtype=dtype) * scale
+        point_labels = torch.tensor([2, 3][:len(corners)] + list(labels), dtype=torch.int32)
+        # The tracker's own one-frame step: the best of its three masks, emptied when no object is there.
+        decoded = tracker._single_frame_forward(image_embeddings=embeddings, multimask_output=True,
+                                                input_points=points.view(1, 1, -1, 2).to(self.device),
+                                                input_labels=point_labels.view(1, 1, -1).to(self.device))
+        logits = F.interpolate(decoded.pred_masks.float(), size=(height, width), mode="bilinear", align_corners=False)
+        return (logits[0, 0] > 0).cpu().numpy()
 
     def check(self, prompts: ConceptPrompts, size: tuple[int, int]) -> ConceptPrompts:
         """`prompts` cleaned (phrases stripped, repeats dropped), or `InputError` saying what is wrong."""

@@ -3,6 +3,7 @@
 import io
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -11,7 +12,7 @@ from playwright.sync_api import expect
 from chat.examples import load_examples
 from model.media.render import palette
 from tests.helpers import serving, serving_concepts
-from tests.helpers import scripted_rounds, shared_path, write_image
+from tests.helpers import scripted_rounds, shared_path, write_image, write_video
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -160,3 +161,37 @@ def test_a_region_brushed_on_the_picture_is_asked_about_and_shown_as_a_numbered_
     assert (picture[..., :3] == palette(1)[0]).all(-1).sum() > 20  # region 1's outline and label in its colour
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app_region.png"), full_page=True)
+
+
+def test_a_region_brushed_on_a_chosen_video_frame_is_followed_through_the_clip(page, url, tmp_path):
+    clip = write_video(tmp_path / "clip.mp4", frames=6, width=160, height=120)
+    send(page, url, clip, "Look at this.")
+    page.wait_for_selector("#legend .segchat-legend-item", timeout=90_000)
+    page.click("#regions-panel .label-wrap")
+    frame = page.locator("#regions-frame input[type=number]")
+    expect(frame).to_be_visible(timeout=20_000)
+    frame.fill("3")
+    with page.expect_response(lambda r: "/gradio_api/" in r.url and r.request.method == "POST", timeout=30_000):
+        frame.press("Enter")  # the editor gets frame 3 (and forgets any drawing)
+    canvas = page.locator("#regions-editor canvas").first
+    canvas.wait_for(timeout=20_000)
+    page.wait_for_timeout(500)
+    page.locator("#regions-editor").get_by_role("button", name="Brush", exact=True).click()
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.5)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5, steps=10)
+    page.mouse.up()
+    page.wait_for_timeout(1500)  # the editor hands its layers to the page after the stroke
+    page.fill("#ask-box textarea", "Where does region 1 go?")
+    page.keyboard.press("Enter")
+    marks = page.locator("#chatbot img[src*='regions']")
+    expect(marks).to_have_count(1, timeout=150_000)
+    picture = np.asarray(Image.open(io.BytesIO(page.request.get(marks.first.get_attribute("src")).body())))
+    assert picture.shape[:2] == (120, 160) and (picture[..., :3] == palette(1)[0]).all(-1).sum() > 10
+    with av.open(str(clip)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    # the frame it was drawn on, as decoded, wherever the region (SAM2's mask from the stroke's clicks) is not
+    same = [(picture[..., :3] == frame).all(-1).mean() for frame in frames]
+    assert same[3] > 0.1 and max(same[:3] + same[4:]) < 0.01
+    expect(page.locator("#chatbot")).not_to_contain_text("⚠️")

@@ -84,11 +84,33 @@ def test_a_bad_region_is_an_error_turn_and_the_session_goes_on(chat, tmp_path):
     assert session.turns[-1].error is None and len(session.conversation.regions) == 1
 
 
-def test_regions_on_a_video_are_refused_by_the_app_for_now(chat, tmp_path):
+def test_regions_drawn_on_a_video_frame_are_followed_through_the_clip(chat, tmp_path):
     session = Session(chat)
-    list(handlers.ask(session, "Look.", [write_video(tmp_path / "a.mp4")]))
-    final = list(handlers.ask(session, "What is region 1?", None, regions=[Region(box=(10, 10, 30, 40))]))[-1]
-    assert "not supported in the app yet" in final[-1]["content"] and session.conversation.regions == []
+    video = write_video(tmp_path / "a.mp4")
+    with pytest.raises(InputError, match="no video in this conversation"):
+        handlers.drawing_frame(session, 2)
+    final = list(handlers.ask(session, "Region 1?", [video], drawn=[layer(48, 64, 5, 5, 20, 20)[..., 3] > 0]))[-1]
+    assert "Send the video first" in final[-1]["content"]
+    list(handlers.ask(session, "Look.", [video]))
+    picture = handlers.drawing_frame(session, 2)
+    assert np.array_equal(picture, session.media.video.clip.read([2])[0])
+    with pytest.raises(InputError, match="from 0 to 5"):
+        handlers.drawing_frame(session, 6)
+    stroke = layer(48, 64, 10, 8, 30, 40)[..., 3] > 0
+    final = list(handlers.ask(session, "What is region 1?", None, drawn=[stroke], exact=True, frame=2))[-1]
+    assert session.turns[-1].error is None
+    [tracked] = session.conversation.regions
+    assert len(tracked) == 6 and np.array_equal(tracked[2], stroke)  # as drawn on its frame, tracked on the others
+    view = np.asarray(Image.open([m["content"]["path"] for m in final
+                                  if m["role"] == "user" and isinstance(m["content"], dict)][-1]))
+    assert np.array_equal(view[~stroke], picture[~stroke])  # the frame it was drawn on, marked inside the stroke
+    assert (view[stroke & ~np.roll(stroke, 1, axis=0)] == palette(1)[0]).all()
+    # an object of a video answer can be pointed at: its mask on the first frame where it is
+    index = next(i for i, mask in enumerate(session.last_result.masks) if mask[0].any())
+    handlers.point_at(session, index)
+    list(handlers.ask(session, "And region 2?", None))
+    assert session.turns[-1].error is None
+    assert np.array_equal(session.conversation.regions[1][0], session.turns[-2].result.masks[index][0])
 
 
 def texts(chat: list[dict]) -> list[str]:

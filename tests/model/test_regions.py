@@ -93,7 +93,7 @@ def test_internvl_regions_are_vp_runs_filled_with_the_thumbnail_features_under_t
 
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
-def test_other_models_see_the_image_with_numbered_marks(tiny_chats, monkeypatch, family):
+def test_other_models_see_the_image_with_the_regions_marks(tiny_chats, monkeypatch, family):
     chat = tiny_chats[family]
     pictures = []
     encode = chat.processor.encode_images
@@ -110,10 +110,10 @@ def test_other_models_see_the_image_with_numbered_marks(tiny_chats, monkeypatch,
     assert np.array_equal(marked[~region], IMAGE[~region])  # nothing drawn outside the region
     assert np.array_equal(marked[25, 35], np.rint(IMAGE[25, 35] * 0.5 + colour * 0.5))  # tinted inside
     assert np.array_equal(marked[20, 50], colour)  # its outline
-    label = marked[35:47, 55:66]  # the number "1", white on the region's colour, at the centre of its box
-    assert (label == colour).all(-1).sum() > 40 and (label[:, 4:7] >= 200).all(-1).sum() >= 6
+    label = marked[35:47, 52:69]  # the mark "R1", white on the region's colour, at the centre of its box
+    assert (label == colour).all(-1).sum() > 40 and (label >= 200).all(-1).sum() >= 12
     note = chat.processor.tokenizer.decode(conv.history)
-    assert "Numbered marks show the regions: region 1 is marked 1." in note
+    assert "Marks show the regions: region 1 is marked R1." in note
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -130,7 +130,7 @@ def test_follow_ups_number_regions_on_and_can_refer_to_earlier_ones(tiny_chats, 
     if chat.processor.takes_region_tokens:
         assert "region2<vp>" in text and len(seen[2].regions) == 2
     else:
-        assert "region 2 is marked 2" in text and len(seen[1].runs) == 2  # the first picture, then the marked one
+        assert "region 2 is marked R2" in text and len(seen[1].runs) == 2  # the first picture, then the marked one
         assert seen[2].runs == seen[1].runs
     with pytest.raises(InputError, match="mentions region 3, but this conversation has regions 1 to 2"):
         conv.ask("And region 3?")
@@ -275,7 +275,7 @@ def test_the_model_sees_the_video_frames_with_numbered_marks(tiny_chats, monkeyp
     assert np.array_equal(frame[~region], FRAMES[2][~region])
     assert np.array_equal(frame[25, 35], np.rint(FRAMES[2][25, 35] * 0.5 + colour * 0.5))
     assert np.array_equal(frame[20, 50], colour)
-    assert "Numbered marks show the regions: region 1 is marked 1." in chat.processor.tokenizer.decode(
+    assert "Marks show the regions: region 1 is marked R1." in chat.processor.tokenizer.decode(
         conv.history)
 
 
