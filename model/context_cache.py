@@ -62,6 +62,10 @@ class ContextCache:
             self.clear()
             return Prefill(DynamicCache(config=config.get_text_config(decoder=True)), 0, vision)
         cache.crop(start - cache.get_seq_length())
+        # Media that filled placeholders past the crop no longer describe the cache (another copy of the
+        # conversation may have grown other pictures there).
+        kept = sum(token in self.placeholder_ids for token in ids[:start])
+        self.media = {key: count for key, count in self.media.items() if count <= kept}
         return Prefill(cache, start, media)
 
     def _reusable(self, ids: list[int], vision: VisionInputs | None) -> tuple[int, VisionInputs | None]:

@@ -2,6 +2,7 @@
 models of every family: the same answers, `[SEG]` states and masks as reading the whole history again, only the new
 tokens prefilled, the vision tower once per picture, and the cache dropped when it must be."""
 
+import copy
 import gc
 import weakref
 from contextlib import contextmanager
@@ -177,6 +178,30 @@ def test_region_follow_ups_show_only_what_they_add(chats, family):
     marks = not chat.processor.takes_region_tokens  # each region turn adds a marked picture
     assert trace.encoded == ([1, 1, 1, 0] if marks else [1, 0, 0, 0])
     assert reference.encoded == ([1, 2, 3, 3] if marks else [1, 1, 1, 1])  # the image and every marked one again
+
+
+def test_copies_of_a_conversation_never_read_each_others_pictures(chats):
+    """Two copies (the app's undo keeps them) mark different regions on the same image: equal prompt ids, other
+    pictures. Each copy's follow-up reads its own."""
+    chat = chats("qwen2_5_vl")
+    states = {}
+    for reuse in (True, False):
+        chat.reuse_cache = reuse
+        answering(chat, "It is <p>this</p> [SEG].<|im_end|>")
+        try:
+            conv = chat.new_conversation()
+            conv.ask("Segment it.", image=IMAGE)
+            before = copy.copy(conv)
+            conv.ask("What is region 1?", regions=[Region(box=(4, 4, 40, 30))])
+            other = copy.copy(before)
+            other.ask("What is region 1?", regions=[Region(box=(50, 25, 90, 55))])
+            with traced(chat) as trace:
+                conv.ask("And now?")
+        finally:
+            chat.generate_options, chat.reuse_cache = {}, True
+        states[reuse] = trace
+    assert 0 < states[True].prefilled[0] < states[True].prompts[0]
+    assert_same_states(states[True].states, states[False].states)
 
 
 @pytest.mark.parametrize("family", ["internvl", "qwen3_vl"])
