@@ -121,6 +121,7 @@ class Session:
         goes to it with that question (the chat shown so far stays)."""
         if chat is self.chat:
             return
+        self.conversation.drop_cache()  # undo may return to it; it then reads its history again
         self.conversation = chat.new_conversation()
         uploads = [turn.upload for turn in self.turns if turn.upload is not None and turn.error is None]
         self.resend = uploads[-1] if uploads and self.media is not None else None
@@ -184,6 +185,7 @@ class Session:
         return self.workdir / f"{self.id}_{self._files:03d}_{name}"
 
     def clear(self) -> None:
+        self.conversation.drop_cache()  # the turns' copies of the conversation share it
         self.conversation = self.chat.new_conversation()
         self.pending_regions = []
         self.resend = None
@@ -198,6 +200,7 @@ class Session:
         self.stop_requested.set()
         self.turns = []
         self.media = None
+        self.conversation.drop_cache()
         self.conversation = self.chat.new_conversation()
         self.resend = None
         self._remove_files()

@@ -20,6 +20,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from model.agent.loop import AgentOptions, AgentStep, AgentTurn, describe_step
 from model.agent.plain import PlainVLM
+from model.context_cache import ContextCache, Prefill, mrope_positions
 from model.errors import CheckpointError, InputError
 from model.families import VisionInputs
 from model.loading import load_model_and_processor, pick_dtype
@@ -57,7 +58,7 @@ class SegChat:
 
     def __init__(self, model: SegChatModel | PlainVLM, processor: SegChatProcessor,
                  concepts: str | Path | ConceptSegmenter | None = None, concept_dtype: torch.dtype | None = None,
-                 mode: str | None = None, agent_options: AgentOptions | None = None):
+                 mode: str | None = None, agent_options: AgentOptions | None = None, reuse_cache: bool = True):
         if mode not in (None, "seg", "agent"):
             raise ValueError(f'mode is "seg", "agent" or None, got {mode!r}')
         plain = isinstance(model, PlainVLM)
@@ -80,13 +81,17 @@ class SegChat:
         self.video_segmenter = VideoSegmenter(model, processor)
         # Extra `generate` arguments (sampling, logits processors...); greedy decoding by default.
         self.generate_options: dict = {}
+        # Follow-ups continue the language model's cache of their conversation (`model.context_cache`); off: every
+        # turn reads its whole history again.
+        self.reuse_cache = reuse_cache
         self.lock = threading.Lock()  # one model, many conversations: model work runs one at a time
 
     @classmethod
     def from_pretrained(cls, path_or_id: str | Path, device: str | torch.device | None = None,
                         dtype: str | torch.dtype | None = None, quantization: str | None = None,
                         allow_pickle: bool = False, limits: Limits | None = None,
-                        concepts: str | Path | None = None, mode: str | None = None) -> "SegChat":
+                        concepts: str | Path | None = None, mode: str | None = None,
+                        reuse_cache: bool = True) -> "SegChat":
         """Load a checkpoint folder or hub id. `device=None` picks CUDA when present, else CPU; `dtype=None`
         picks bf16 on GPUs that support it, else fp32; `quantization` is None, "4bit" or "8bit" (language
         model only). An official Sa2VA checkpoint is converted once into the cache (`$SEGCHAT_CACHE`, default
@@ -99,10 +104,13 @@ class SegChat:
 
         `mode`: "seg" (answers with `[SEG]` masks), "agent" (the VLM calls SAM 3 as a tool, see `model.agent`;
         needs `concepts`), or None: "agent" for a plain VLM checkpoint (no `[SEG]`, no SAM2, e.g.
-        Qwen/Qwen3-VL-4B-Instruct), else "seg"."""
+        Qwen/Qwen3-VL-4B-Instruct), else "seg".
+
+        `reuse_cache=False`: every turn reads its conversation's whole history again instead of continuing the
+        language model's cache of the earlier turns (see `generate`)."""
         model, processor = load_model_and_processor(path_or_id, device, dtype, quantization, allow_pickle, limits)
         concept_dtype = pick_dtype(dtype, model.get_input_embeddings().weight.device)
-        return cls(model, processor, concepts, concept_dtype, mode)
+        return cls(model, processor, concepts, concept_dtype, mode, reuse_cache=reuse_cache)
 
     @property
     def limits(self) -> Limits:
@@ -126,32 +134,62 @@ class SegChat:
             self.concepts = ConceptSegmenter.from_pretrained(self.concepts, self.device, dtype)
         return self.concepts
 
+    @torch.no_grad()
     def generate(self, prompt_ids: list[int], vision: VisionInputs | None, streamer: BaseStreamer | None = None,
-                 stop: threading.Event | None = None) -> tuple[list[int], torch.Tensor | None]:
+                 stop: threading.Event | None = None, context: ContextCache | None = None
+                 ) -> tuple[list[int], torch.Tensor | None]:
         """Greedy answer to `prompt_ids`; returns the new ids and the hidden states at its [SEG] tokens.
-        Setting `stop` ends generation after the current token."""
+        Setting `stop` ends generation after the current token.
+
+        With a conversation's `context` (and `reuse_cache` on), the prompt continues the language model's cache
+        of the earlier turns: only the tokens it does not hold are prefilled, with only the media those show,
+        and the cache is kept for the next turn (`model.context_cache`)."""
         model, processor = self.model, self.processor
         seg_id = processor.seg_token_id
-        inputs = self._inputs([prompt_ids], vision)
+        if context is None or not self.reuse_cache:
+            context = ContextCache(processor.placeholder_ids)  # this call's alone
+        prefill = context.prefill(prompt_ids, vision, model.vlm.config)
+        inputs = self._inputs(prompt_ids, vision, prefill, context)
         with model.seg_capture(seg_id) as capture:
             options = {"do_sample": False, "suppress_tokens": processor.unspeakable_ids, **self.generate_options}
-            out = model.vlm.generate(**inputs, **options, max_new_tokens=self.limits.max_new_tokens,
+            out = model.vlm.generate(**inputs, **options, past_key_values=prefill.cache,
+                                     max_new_tokens=self.limits.max_new_tokens,
                                      eos_token_id=processor.prompts.stop_ids,
                                      pad_token_id=processor.tokenizer.pad_token_id, streamer=streamer,
                                      stopping_criteria=StoppingCriteriaList(
                                          [_StopOnEvent(stop), *processor.prompts.stopping_criteria(len(prompt_ids))]))
         new_ids = out[0, len(prompt_ids):].tolist()
+        ids = prompt_ids + new_ids
         states = capture.states
         if new_ids and new_ids[-1] == seg_id:
-            # The last token's state is only computed by one more forward pass.
-            with torch.no_grad(), model.seg_capture(seg_id, skip_first=False) as last:
-                model.vlm(**self._inputs([prompt_ids + new_ids], vision))
-            states = states + [last.states[-1][-1:]]
+            # The last token's state is only computed by one more forward pass, continuing the cache.
+            step = processor.model_inputs(torch.tensor([ids]), vision, self.device, model.vlm.dtype,
+                                          sent=VisionInputs([]))
+            positions = mrope_positions(model.vlm, step, vision)
+            with model.seg_capture(seg_id, skip_first=False) as last:
+                model.vlm(input_ids=step["input_ids"][:, -1:], past_key_values=prefill.cache,
+                          position_ids=None if positions is None else positions[..., -1:])
+            states = states + [last.states[-1]]
+        context.keep(prefill.cache, ids, vision, self.limits.max_cached_tokens)
         return new_ids, (torch.cat(states) if states else None)
 
-    def _inputs(self, ids: list[list[int]], vision: VisionInputs | None) -> dict[str, torch.Tensor]:
-        inputs = self.processor.model_inputs(torch.tensor(ids), vision, self.device, self.model.vlm.dtype)
-        return self.model.with_region_features(inputs, vision.regions) if vision and vision.regions else inputs
+    def _inputs(self, ids: list[int], vision: VisionInputs | None, prefill: Prefill,
+                context: ContextCache) -> dict[str, torch.Tensor]:
+        """The VLM's inputs for the prompt `ids` continuing `prefill`: every id (`generate` feeds those the cache
+        lacks) with the media they show, and, when the cache holds some, the prompt's positions on M-RoPE models.
+        Checkpoints with `<vp>` regions get their image encoded here, and its thumbnail kept for later regions."""
+        model, media = self.model, prefill.media
+        inputs = self.processor.model_inputs(torch.tensor([ids]), vision, self.device, model.vlm.dtype, sent=media)
+        reads_regions = self.mode == "seg" and self.processor.takes_region_tokens  # agent mode refuses regions
+        if reads_regions and media is not None and (prefill.start == 0 or media.regions):
+            features = model.image_features(inputs["pixel_values"]) if prefill.start == 0 else context.region_source
+            inputs = model.with_region_features(inputs, media.regions, features)
+            context.region_source = features[-1:]
+        if prefill.start:
+            positions = mrope_positions(model.vlm, inputs, vision)
+            if positions is not None:
+                inputs["position_ids"] = positions
+        return inputs
 
     def predict_forward(self, image: Image.Image | None = None, video: list[Image.Image] | None = None,
                         text: str = "", past_text: str = "", mask_prompts: list[np.ndarray] | None = None) -> dict:
@@ -259,6 +297,13 @@ class Conversation:
         self.vision: VisionInputs | None = None
         self.last_reply: Reply | None = None  # the last answer or search, for `instances(i)`
         self.unsent_media: ImageMedia | None = None  # an image given to `find` the language model has not seen
+        # The language model's cache of the context, continued by the next turn; copies of this conversation (the
+        # app's undo) share it, and each is matched against what it really holds.
+        self.context = ContextCache(chat.processor.placeholder_ids)
+
+    def drop_cache(self) -> None:
+        """Free the language model's cache of this conversation; its next turn reads the whole history again."""
+        self.context.clear()
 
     def ask(self, text: str, image: ImageSource | None = None, video=None, regions: Sequence[Region] | None = None,
             **video_options) -> Reply:
@@ -358,8 +403,8 @@ class Conversation:
             return _TurnMedia(vision if new_media else None, ids, vision.with_regions(cells), segments)
         marked = self._marked(media, masks, numbers[0])
         # New media: the model sees the marked media only; a follow-up adds it after the media already seen.
-        return _TurnMedia(marked, processor.region_marks(numbers),
-                          marked if new_media else VisionInputs.concat([vision, marked]), segments)
+        return _TurnMedia(marked, processor.region_marks(numbers), marked if new_media else vision.extended(marked),
+                          segments)
 
     def _video_region_masks(self, media: VideoMedia, regions: list[Region]) -> list[VideoMask]:
         """Each region's mask on its frame, tracked through the clip by SAM2 memory (one session per frame that
@@ -426,6 +471,7 @@ class Conversation:
 
         turn = AgentTurn(question, shown, generate, lambda ids: processor.decode_answer(ids).text, find,
                          chat.agent_options)
+        self.drop_cache()  # the rounds are prompts of their own; the conversation's cache would only hold memory
         lines: list[str] = []
         with chat.lock:
             for item in turn.run():
@@ -485,6 +531,7 @@ class Conversation:
         if new_media is not None:  # only once the search succeeded: a failed one changes nothing
             self.media, self.history = new_media, self.chat.processor.conversation_start()
             self.unsent_media, self.regions, self.vision = new_media, [], None
+            self.drop_cache()
         return reply
 
     def instances(self, index: int) -> Reply:
@@ -561,7 +608,7 @@ class Conversation:
 
         def work() -> None:
             try:
-                result["out"] = chat.generate(prompt_ids, vision, streamer, stop)
+                result["out"] = chat.generate(prompt_ids, vision, streamer, stop, context=self.context)
             except BaseException as err:  # re-raised in the caller's thread
                 result["error"] = err
                 streamer.end()

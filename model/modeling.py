@@ -97,19 +97,31 @@ class SegChatModel(PreTrainedModel):
         inner = self.vlm.model
         return inner.visual if hasattr(inner, "visual") else inner.vision_tower
 
-    def with_region_features(self, inputs: dict, regions: list[torch.Tensor]) -> dict:
-        """The VLM's forward inputs with region prompts (`VisionInputs.regions`): the image features computed here,
-        every tile's then, per region, the last tile's (the whole-image thumbnail) at the region's cells, passed
-        as pre-encoded features that fill the prompt's image-token slots in order (Sa2VA's `<vp>` runs).
-        Without regions, `inputs` is returned as is."""
-        if not regions:
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """InternVL's image features of `pixel_values` (tiles), [tiles, tokens per tile, hidden]."""
+        return self.vlm.model.get_image_features(pixel_values=pixel_values, return_dict=True).pooler_output
+
+    def with_region_features(self, inputs: dict, regions: list[torch.Tensor],
+                             features: torch.Tensor | None = None) -> dict:
+        """The VLM's forward inputs with region prompts (`VisionInputs.regions`), as pre-encoded features that fill
+        the prompt's image-token slots in order: every tile's image features, then per region the last tile's (the
+        whole-image thumbnail) at the region's cells (Sa2VA's `<vp>` runs).
+
+        `features` are the inputs' `image_features` when the caller already has them, else they are computed
+        here. Inputs without pixel values (a follow-up continuing a cached context that holds the image) get the
+        regions' rows alone, read from the last tile of `features`. Without regions or features, `inputs` are
+        returned as is."""
+        if not regions and features is None:
             return inputs
         inputs = dict(inputs)
-        features = self.vlm.model.get_image_features(pixel_values=inputs.pop("pixel_values"),
-                                                     return_dict=True).pooler_output
+        pixels = inputs.pop("pixel_values", None)
+        if features is None:
+            features = self.image_features(pixels)
         thumbnail = features[-1]
-        rows = [features.flatten(0, 1)] + [thumbnail[cells.flatten().to(thumbnail.device)] for cells in regions]
-        inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=torch.cat(rows)[None])}
+        rows = [features.flatten(0, 1)] if pixels is not None else []
+        rows += [thumbnail[cells.flatten().to(thumbnail.device)] for cells in regions]
+        if rows:
+            inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=torch.cat(rows)[None])}
         return inputs
 
     # ------------------------------------------------------------------------------------------ [SEG] states

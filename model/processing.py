@@ -35,6 +35,9 @@ class Limits:
     max_new_tokens: int = 512
     max_segments: int = 16
     max_regions: int = 8  # regions drawn in one turn
+    # A conversation's language-model cache kept for its next turn, in tokens (0: none kept); a longer context is
+    # read again from its first token at each turn.
+    max_cached_tokens: int = 8192
     media: MediaLimits = field(default_factory=MediaLimits)
     video: VideoLimits = field(default_factory=VideoLimits)
 
@@ -56,12 +59,14 @@ class SegChatProcessor:
             raise ValueError(f"The tokenizer has no {config.seg_token} token.")
         self.markup = MarkupIds.from_tokenizer(tokenizer, config.seg_token, self.prompts.stop_ids)
         vlm_config = config.vlm_config
-        placeholders = [getattr(vlm_config, name, None) for name in ("image_token_id", "video_token_id")]
+        # The prompt tokens the VLM fills with media features (image and `<vp>` tokens).
+        names = ("image_token_id", "video_token_id")
+        self.placeholder_ids = {getattr(vlm_config, name, None) for name in names} - {None}
         vocab = tokenizer.get_vocab()
         # Sa2VA's InternVL checkpoints read regions as `<vp>` runs of image features; other models see marks.
         self.takes_region_tokens = self.family.name == "internvl" and "<vp>" in vocab and "</vp>" in vocab
         # Ids only code may insert: the model must never generate them.
-        self.unspeakable_ids = sorted(set(self.prompts.media_token_ids()) | {i for i in placeholders if i is not None})
+        self.unspeakable_ids = sorted(set(self.prompts.media_token_ids()) | self.placeholder_ids)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, config: SegChatConfig | None = None,
@@ -146,11 +151,13 @@ class SegChatProcessor:
         return sam2_pixels(image, mode=self.config.pixel_mode(media), size=self.config.sam2_config.image_size)
 
     def model_inputs(self, input_ids: torch.Tensor, vision: VisionInputs | None, device: torch.device,
-                     dtype: torch.dtype) -> dict[str, torch.Tensor]:
-        """The VLM's forward inputs for `input_ids` [B, L] and the media, on `device` (floats in `dtype`)."""
+                     dtype: torch.dtype, sent: VisionInputs | None = None) -> dict[str, torch.Tensor]:
+        """The VLM's forward inputs for `input_ids` [B, L] and the media, on `device` (floats in `dtype`).
+        `sent`: the part of `vision` whose tensors go along, when not all of it (a prompt continuing a cached
+        context sends what its uncached tokens show, which may be nothing)."""
         input_ids = input_ids.to(device)
         inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
         if vision is not None:
-            inputs.update(vision.to(device, dtype).tensors)
+            inputs.update((vision if sent is None else sent).to(device, dtype).tensors)
             inputs.update(self.family.token_types(input_ids))
         return inputs

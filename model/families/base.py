@@ -1,5 +1,6 @@
 """What every VLM family provides to the turn pipeline."""
 
+import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -8,17 +9,30 @@ from PIL import Image
 from model.config import SegChatConfig
 from model.prompting import PromptBuilder
 
+_media_keys = itertools.count()
+
 
 @dataclass
 class VisionInputs:
     """The media of a conversation as the VLM sees it: image-token runs for the prompt and tensors for forward.
 
     `regions` are region prompts read from the image features (InternVL's `<vp>` tokens): per region, the bool
-    cells of the image-token grid whose features fill its tokens, in prompt order after every image token."""
+    cells of the image-token grid whose features fill its tokens, in prompt order after every image token.
+
+    `key` names these media for a cached context (`model.context_cache`): equal prompt ids with other media behind
+    them are another context. Media a follow-up grows from the conversation's (`extended`, `with_regions`) keep the
+    key they grew from and what was added, so a context holding the former continues with the addition alone."""
 
     runs: list[list[int]]
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     regions: list[torch.Tensor] = field(default_factory=list)
+    key: int = field(default_factory=lambda: next(_media_keys), compare=False)
+    grown_from: "tuple[int, VisionInputs] | None" = field(default=None, compare=False, repr=False)
+
+    @property
+    def placeholders(self) -> int:
+        """How many prompt tokens these media fill (image tokens and `<vp>` tokens)."""
+        return sum(len(run) for run in self.runs) + sum(int(cells.sum()) for cells in self.regions)
 
     def to(self, device: torch.device, dtype: torch.dtype) -> "VisionInputs":
         moved = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) for k, v in self.tensors.items()}
@@ -32,8 +46,15 @@ class VisionInputs:
                     {k: torch.cat([part.tensors[k] for part in parts]) for k in keys},
                     [cells for part in parts for cells in part.regions])
 
+    def extended(self, added: "VisionInputs") -> "VisionInputs":
+        """These media followed by `added` (a follow-up's new pictures)."""
+        grown = VisionInputs.concat([self, added])
+        grown.grown_from = (self.key, added)
+        return grown
+
     def with_regions(self, cells: list[torch.Tensor]) -> "VisionInputs":
-        return VisionInputs(self.runs, self.tensors, self.regions + cells)
+        return VisionInputs(self.runs, self.tensors, self.regions + cells,
+                            grown_from=(self.key, VisionInputs([], regions=cells)))
 
 
 class Family:
