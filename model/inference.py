@@ -180,7 +180,7 @@ class SegChat:
         Checkpoints with `<vp>` regions get their image encoded here, and its thumbnail kept for later regions."""
         model, media = self.model, prefill.media
         inputs = self.processor.model_inputs(torch.tensor([ids]), vision, self.device, model.vlm.dtype, sent=media)
-        reads_regions = self.mode == "seg" and self.processor.takes_region_tokens  # agent mode refuses regions
+        reads_regions = self.mode == "seg" and self.processor.takes_region_tokens  # agent mode draws marks
         if reads_regions and media is not None and (prefill.start == 0 or media.regions):
             features = model.image_features(inputs["pixel_values"]) if prefill.start == 0 else context.region_source
             inputs = model.with_region_features(inputs, media.regions, features)
