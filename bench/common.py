@@ -12,6 +12,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -49,6 +50,33 @@ class Forced(LogitsProcessor):
         out = torch.full_like(scores, -1e9)
         out[:, self.ids[min(length - self.start, len(self.ids) - 1)]] = 0
         return out
+
+
+# --- timing calls ----------------------------------------------------------------------------------------------
+
+
+def time_calls(owner, attribute: str, record: Callable[[float, float], None], extra: dict | None = None,
+               clock: Callable[[], float] = time.perf_counter) -> Callable[[], None]:
+    """Replace `owner.<attribute>` (a method) by a wrapper that calls it with the `extra` keyword arguments added
+    and passes each call's (start, end) by `clock` to `record`; returns what puts the original back."""
+    original = getattr(owner, attribute)
+    shadowed = attribute in vars(owner)
+
+    def wrapper(*args, **kwargs):
+        start = clock()
+        try:
+            return original(*args, **kwargs, **(extra or {}))
+        finally:
+            record(start, clock())
+
+    def restore() -> None:
+        if shadowed:
+            setattr(owner, attribute, original)
+        else:
+            delattr(owner, attribute)
+
+    setattr(owner, attribute, wrapper)
+    return restore
 
 
 # --- peak resident memory of a child process -----------------------------------------------------------------

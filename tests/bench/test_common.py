@@ -3,7 +3,8 @@ real-layout Qwen3-VL checkpoints the official code runs. No timing, no large che
 
 import torch
 
-from bench.common import Forced, markdown_table, qwen_vl_tokenizer, reset_peak_rss, rss_mib, with_token_ids
+from bench.common import (Forced, markdown_table, qwen_vl_tokenizer, reset_peak_rss, rss_mib, time_calls,
+                          with_token_ids)
 from model.sa2va.published import RELEASES
 
 
@@ -44,3 +45,15 @@ def test_qwen3_vl_checkpoint_ids_name_the_tokenizers_tokens():
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Hi"}]}]
     assert tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == (
         "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_time_calls_adds_arguments_records_and_restores():
+    class Owner:
+        def run(self, x, scale=1):
+            return x * scale
+
+    owner, spans = Owner(), []
+    restore = time_calls(owner, "run", lambda start, end: spans.append(end - start), extra={"scale": 3})
+    assert owner.run(2) == 6 and len(spans) == 1 and spans[0] >= 0
+    restore()
+    assert owner.run(2) == 2 and "run" not in vars(owner)
