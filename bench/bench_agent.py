@@ -20,6 +20,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from bench.common import time_calls
 from model import SegChat
 from model.segmenters.concepts import ConceptOptions
 from model.tiny import build_tiny_plain, build_tiny_sam3
@@ -30,16 +31,7 @@ PHRASES = ["cup", "mug", "thermos", "bottle", "kettle", "jar"]
 
 def timed(owner, name: str, times: dict[str, list[float]], key: str) -> None:
     """Replace `owner.name` by a wrapper that appends each call's seconds to `times[key]`."""
-    original = getattr(owner, name)
-
-    def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            times[key].append(time.perf_counter() - start)
-
-    setattr(owner, name, wrapper)
+    time_calls(owner, name, lambda start, end: times[key].append(end - start))
 
 
 def script(rounds: int) -> list[str]:

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from transformers import LogitsProcessor
 
+from bench.common import Forced
 from bench.sam2_configs import hiera_t_sam2_config
 from model.inference import SegChat
 from model.modeling import SegChatModel
@@ -41,17 +41,6 @@ def small_chat(layers: int) -> SegChat:
 
         Qwen2VLImageProcessor(patch_size=14).save_pretrained(folder)
         return SegChat.from_pretrained(folder)
-
-
-class Forced(LogitsProcessor):
-    def __init__(self, ids: list[int]):
-        self.ids, self.start = ids, None
-
-    def __call__(self, input_ids, scores):
-        self.start = input_ids.shape[1] if self.start is None else self.start
-        out = torch.full_like(scores, -1e9)
-        out[:, self.ids[min(input_ids.shape[1] - self.start, len(self.ids) - 1)]] = 0
-        return out
 
 
 def answer_ids(chat: SegChat, n: int) -> list[int]:

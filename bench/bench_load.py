@@ -22,30 +22,24 @@ import argparse
 import json
 import math
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
+
+from bench.common import release_checkpoint, run_child
 
 DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "oracle" / "sa2va-internvl-qwen2"
 GB = 1024**3
 
 _CHILD = """
 import json, sys, torch
-from pathlib import Path
+from bench.common import reset_peak_rss, rss_mib
 from model.sa2va.convert.checkpoint import convert_checkpoint
 from model.modeling import SegChatModel
 
-def rss_mb(field):
-    return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith(field))) / 1024
-
 mode, src, dst = sys.argv[1:4]
-# a child inherits its parent's peak RSS across fork and exec: reset it, so the peak is this process's own
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")
-base = rss_mb("VmRSS:")
+base = reset_peak_rss()  # a child inherits its parent's peak RSS across fork and exec
 if mode.startswith("convert"):
     dtype = mode.partition(":")[2]
     convert_checkpoint(src, dst, dtype=getattr(torch, dtype) if dtype else None)
@@ -53,16 +47,12 @@ else:
     model = SegChatModel.from_pretrained(dst, dtype=getattr(torch, mode))
     for p in model.parameters():  # read every weight, as a first forward does (safetensors maps them lazily)
         p.detach().sum()
-print(json.dumps({"base_mb": base, "delta_mb": rss_mb("VmHWM:") - base}))
+print(json.dumps({"base_mb": base, "delta_mb": rss_mib("VmHWM:") - base}))
 """
 
 
 def measure(mode: str, src: Path, dst: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", _CHILD, mode, str(src), str(dst)], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1])
-    if out.returncode:
-        raise RuntimeError(f"measuring {mode} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(["-c", _CHILD, mode, str(src), str(dst)])
 
 
 def param_counts() -> dict[str, int]:
@@ -110,9 +100,7 @@ def _numel(shapes: dict[str, tuple[int, ...]]) -> int:
 def real_layout(names: list[str], layers: int) -> None:
     """Download (source) and cache bytes, conversion and load peaks of each release in its published layout at
     `layers` text and vision layers (0: full depth), per load dtype; sizes and load peaks also at the full depth."""
-    from model.sa2va.convert.sa2va import detect_flavour
-    from model.sa2va.published import RELEASES, official_shapes, with_depth, write_checkpoint
-    from model.tiny import build_tokenizer
+    from model.sa2va.published import RELEASES, official_shapes, with_depth
 
     rows = []
     for name in names:
@@ -121,8 +109,7 @@ def real_layout(names: list[str], layers: int) -> None:
         left_out = _numel(official_shapes(release.config, release.sam2)) - _numel(official_shapes(config, release.sam2))
         depth = f"{layers} text + {layers} vision layers" if layers else "full depth"
         with tempfile.TemporaryDirectory() as tmp:
-            tokenizer = build_tokenizer(detect_flavour(release.config))  # its media and [SEG] tokens
-            src = write_checkpoint(Path(tmp) / name, config, tokenizer, release.dtype, release.sam2)
+            src = release_checkpoint(Path(tmp) / name, name, layers)  # zero weights, the release's dtype
             source = sum(p.stat().st_size for p in src.glob("*.safetensors"))
             item = release.dtype.itemsize
             print(f"{name} ({depth}, {release.dtype}): source {source / GB:.2f} GiB, full depth "
