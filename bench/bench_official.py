@@ -29,8 +29,8 @@ Cases:
 - followup: after an (untimed) image1 turn, a text question about the same image, answered in text. Time to first
   token (TTFT) and the whole turn. The official code has no conversation state: a follow-up is another
   `predict_forward(image=..., text=..., past_text=...)` that recomputes everything (for an image call it ignores
-  `past_text`, so its prompt is only the image and the new question; SegChat's prompt is the whole conversation).
-  Until multi-turn KV-cache reuse lands, SegChat also recomputes the whole prompt.
+  `past_text`, so its prompt is only the image and the new question; SegChat's prompt is the whole conversation,
+  of which it prefills only the new question: the rest is in the conversation's cache, `model.context_cache`).
 - video: a `--frames`-frame clip (default 30). Official: `predict_forward(video=frames)`: the first 5 frames go to
   the LLM, all frames to SAM2, which prompts frames 0-4 with the [SEG] embedding and propagates through the clip by
   memory, keeping every frame (fp32 1024x1024 input and tracking state) until it returns; one SAM2 run per [SEG].
