@@ -85,6 +85,16 @@ def traced(chat: SegChat):
             hook.remove()
 
 
+@contextmanager
+def cache_setting(chat: SegChat, reuse: bool):
+    """The chat with the cache on or off for the block, its options as they were afterwards."""
+    chat.reuse_cache = reuse
+    try:
+        yield
+    finally:
+        chat.generate_options, chat.reuse_cache = {}, True
+
+
 def answering(chat: SegChat, answer: str | None) -> None:
     """The next turns answer `answer` (markup; a last [SEG] ends the answer there), or freely when None."""
     chat.generate_options = {} if answer is None else {"logits_processor": [ScriptedAnswer(script(chat, answer))]}
@@ -157,9 +167,8 @@ def test_region_follow_ups_show_only_what_they_add(chats, family):
     chat = chats(family)
     results = {}
     for reuse in (True, False):
-        chat.reuse_cache = reuse
         conv = chat.new_conversation()
-        try:
+        with cache_setting(chat, reuse):
             with traced(chat) as trace:
                 answering(chat, "It is <p>this</p> [SEG].<|im_end|>")
                 conv.ask("Segment the apple.", image=IMAGE)
@@ -167,8 +176,6 @@ def test_region_follow_ups_show_only_what_they_add(chats, family):
                 answering(chat, FREE)
                 conv.ask("And region 2, compared with region 1?", regions=[Region(box=(50, 20, 90, 60))])
                 conv.ask("Which is larger?")
-        finally:
-            chat.generate_options, chat.reuse_cache = {}, True
         results[reuse] = (conv.history, trace)
     (history, trace), (reference_history, reference) = results[True], results[False]
     assert history == reference_history
@@ -186,9 +193,8 @@ def test_copies_of_a_conversation_never_read_each_others_pictures(chats):
     chat = chats("qwen2_5_vl")
     states = {}
     for reuse in (True, False):
-        chat.reuse_cache = reuse
         answering(chat, "It is <p>this</p> [SEG].<|im_end|>")
-        try:
+        with cache_setting(chat, reuse):
             conv = chat.new_conversation()
             conv.ask("Segment it.", image=IMAGE)
             before = copy.copy(conv)
@@ -197,8 +203,6 @@ def test_copies_of_a_conversation_never_read_each_others_pictures(chats):
             other.ask("What is region 1?", regions=[Region(box=(50, 25, 90, 55))])
             with traced(chat) as trace:
                 conv.ask("And now?")
-        finally:
-            chat.generate_options, chat.reuse_cache = {}, True
         states[reuse] = trace
     assert 0 < states[True].prefilled[0] < states[True].prompts[0]
     assert_same_states(states[True].states, states[False].states)
@@ -211,16 +215,13 @@ def test_video_follow_ups_continue_the_cache(chats, family):
     frames = [np.full((48, 64, 3), 30 + 40 * i, np.uint8) for i in range(4)]
     results = {}
     for reuse in (True, False):
-        chat.reuse_cache = reuse
         conv = chat.new_conversation()
-        try:
+        with cache_setting(chat, reuse):
             with traced(chat) as trace:
                 answering(chat, FREE)
                 conv.ask("What happens?", video=frames, llm_frames=2)
                 conv.ask("And then?")
                 conv.ask("Where does region 1 go?", regions=[Region(frame=1, box=(4, 4, 30, 30))])
-        finally:
-            chat.generate_options, chat.reuse_cache = {}, True
         results[reuse] = (conv.history, trace)
     (history, trace), (reference_history, reference) = results[True], results[False]
     assert history == reference_history
@@ -240,9 +241,8 @@ def test_interleaved_conversations_keep_their_own_m_rope_positions(chats, family
     answer = "It is <p>this</p> [SEG].<|im_end|>"
     results = {}
     for reuse in (True, False):
-        chat.reuse_cache = reuse
         wide, tall = chat.new_conversation(), chat.new_conversation()
-        try:
+        with cache_setting(chat, reuse):
             with traced(chat) as trace:
                 answering(chat, answer)
                 wide.ask("Segment it.", image=IMAGE)
@@ -251,8 +251,6 @@ def test_interleaved_conversations_keep_their_own_m_rope_positions(chats, family
                 tall.ask("And the other one?")
                 answering(chat, FREE)
                 wide.ask("Why?")
-        finally:
-            chat.generate_options, chat.reuse_cache = {}, True
         results[reuse] = ([wide.history, tall.history], trace.states)
     assert results[True][0] == results[False][0]
     assert_same_states(results[True][1], results[False][1])
