@@ -11,8 +11,8 @@ from PIL import Image
 
 from chat.session import Result, Session
 from model.media.export import Progress, masks_to_png_zip, write_coco_rle_json, write_overlay_video
-from model.media.render import fit_mask, numbered_marks, overlay, palette
-from model.prompting import region_mark
+from model.media.render import fit_mask, overlay, palette
+from model.regions import marked_picture
 
 
 def _write_picture(session: Session, result: Result, indices: Sequence[int], name: str) -> Path:
@@ -56,6 +56,5 @@ def write_region_view(session: Session, frame: np.ndarray, masks: Sequence[np.nd
     """The picture with a turn's regions' marks ("R1"; the first one is region `first`), as the question shows
     them."""
     path = session.new_file("regions.png")
-    labels = [region_mark(n) for n in range(first, first + len(masks))]
-    Image.fromarray(numbered_marks(frame, masks, labels=labels)).save(path)
+    Image.fromarray(marked_picture(frame, masks, first)).save(path)
     return path

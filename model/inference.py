@@ -26,11 +26,11 @@ from model.families import VisionInputs
 from model.loading import load_model_and_processor, pick_dtype
 from model.media.image import ImageSource, load_image
 from model.media.masks import VideoMask, mask_box
-from model.media.render import fit_mask, numbered_marks
+from model.media.render import fit_mask
 from model.modeling import ImageFeatures, SegChatModel
 from model.processing import Limits, SegChatProcessor
-from model.prompting import agent_texts, region_mark, region_note
-from model.regions import Region, check_references, check_regions, drawn_mask
+from model.prompting import agent_texts, region_note
+from model.regions import Region, check_references, check_regions, drawn_mask, marked_picture
 from model.sa2va.official import predict_forward
 from model.segmenters import Box, Segment, SegEmbeddingSegmenter, SegStates
 from model.segmenters.base import found_summary
@@ -431,8 +431,7 @@ class Conversation:
             pictures = [np.asarray(image) for image in media.images]
             per_picture = [[fit_mask(mask[t], picture.shape[:2]) for mask in masks]
                            for t, picture in zip(media.llm_indices, pictures)]
-        labels = [region_mark(n) for n in range(first, first + len(masks))]
-        marked = [Image.fromarray(numbered_marks(picture, frame_masks, labels=labels))
+        marked = [Image.fromarray(marked_picture(picture, frame_masks, first))
                   for picture, frame_masks in zip(pictures, per_picture)]
         return self.chat.processor.encode_images(marked, as_video=isinstance(media, VideoMedia))
 
@@ -454,8 +453,7 @@ class Conversation:
         shown, shown_vision, question = picture, media.vision, text
         if region_masks:
             numbers = range(1, len(region_masks) + 1)
-            shown = Image.fromarray(numbered_marks(np.asarray(picture), region_masks,
-                                                   labels=[region_mark(n) for n in numbers]))
+            shown = Image.fromarray(marked_picture(np.asarray(picture), region_masks))
             shown_vision = processor.encode_images([shown])
             question = region_note(list(numbers)).strip() + "\n" + text
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.errors import InputError
+from model.media.render import numbered_marks
+from model.prompting import region_mark
 from model.segmenters.base import Box
 
 
@@ -106,6 +108,11 @@ def check_references(text: str, known: int) -> None:
         names = ", ".join(str(n) for n in unknown)
         raise InputError(f"The message mentions region {names}, but this conversation has {have}. Draw the region "
                          "first, or check its number.")
+
+
+def marked_picture(picture: np.ndarray, masks: Sequence[np.ndarray], first: int = 1) -> np.ndarray:
+    """`picture` with the regions' marks ("R1", ...; the first mask is region `first`), as models and people see them."""
+    return numbered_marks(picture, masks, labels=[region_mark(n) for n in range(first, first + len(masks))])
 
 
 def drawn_mask(region: Region, size: tuple[int, int]) -> np.ndarray:
