@@ -5,7 +5,7 @@
 
 One command on a machine with a CUDA GPU (it exits with a message when there is none). It writes the release's
 official layout (config.json, safetensors, tokenizer and processor files: `bench.common.release_checkpoint`; real
-widths and depth, SAM2 Hiera-L, random weights) in bf16 (8.2 GiB instead of the release's 16.4 GiB of fp32: the
+widths and depth, SAM2 Hiera-L, random weights) in bf16 (9.4 GiB instead of the release's 18.8 GiB of fp32: the
 load dtype is bf16 in every mode, so the converted cache is the same), converts it once through SegChat's cache
 (timed apart), then per mode loads it with `SegChat.from_pretrained(folder, dtype=torch.bfloat16,
 quantization=None | "8bit" | "4bit")` and measures:

@@ -361,7 +361,8 @@ def main() -> None:
             for side in ("ours", "official"):
                 r = measure(side, job, args, env)
                 print(f"  {case:>8} {side:>8}: {r['seconds']:.2f} s, peak RSS {r['peak_mib'] / 1024:.2f} GiB"
-                      + (f", TTFT {r['ttft']:.2f} s" if r["ttft"] is not None else ""), flush=True)
+                      + (f", TTFT {r['ttft']:.2f} s" if r["ttft"] is not None else "")
+                      + f"  {json.dumps(r)}", flush=True)  # the raw figures, should the run not finish
                 pair.append(r)
             results[case] = tuple(pair)
         shutil.rmtree(root / "checkpoint")
