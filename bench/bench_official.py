@@ -9,15 +9,15 @@ text and `--vision-layers` vision layers (default 2 and 2), the FULL SAM2 Hiera-
 arithmetic is real; nothing is trained). The tokenizer is a small BPE trained in-process with Qwen3-VL's and Sa2VA's
 added tokens (the config's media ids point at them).
 
-Both sides get the same checkpoint, the same inputs (a photo from ../shared/data/images, the first `--frames`
-frames of ../shared/data/videos/01_dog.mp4, decoded once to PNG files) and the same answers, and run fp32 on the
-CPU with `--threads` torch threads. Each measurement is a fresh process that loads the model, reads every weight
-once, resets its peak RSS (/proc/self/clear_refs) and runs the turn: the peak RSS is the process's own during the
-turn (model included); its increase over the loaded model is given too, split where `generate` returns (the peak is
-read and reset there: media preprocessing, vision tower and LLM before, SAM2 and masks after). Wall time and CPU
-time (all threads) are both reported: on a shared machine the CPU time shows when a side got less of the CPU.
-Load and conversion are not timed: SegChat converts the published layout once, in a separate process before any
-measurement, into a cache that every SegChat process then loads.
+Both sides get the same checkpoint, the same inputs (a photo from ../shared/data/images, the first `--frames` frames
+of ../shared/data/videos/01_dog.mp4, decoded once to PNG files; the app's examples where ../shared is absent) and
+the same answers, and run fp32 on the CPU with `--threads` torch threads. Each measurement is a fresh process that
+loads the model, reads every weight once, resets its peak RSS (/proc/self/clear_refs) and runs the turn: the peak
+RSS is the process's own during the turn (model included); its increase over the loaded model is given too, split
+where `generate` returns (the peak is read and reset there: media preprocessing, vision tower and LLM before, SAM2
+and masks after). Wall time and CPU time (all threads) are both reported: on a shared machine the CPU time shows
+when a side got less of the CPU. Load and conversion are not timed: SegChat converts the published layout once, in a
+separate process before any measurement, into a cache that every SegChat process then loads.
 
 Runtime on 2 CPU cores: about an hour with the defaults, nearly all of it the video case (each side encodes the 30
 frames with the full Hiera-L, about 30 s a frame here); `--cases image1 image4 followup` takes about 8 minutes and
@@ -72,6 +72,7 @@ from bench.common import (ROOT, Forced, machine, markdown_table, reset_peak_rss,
 SHARED = ROOT.parent / "shared" / "data"
 DEFAULT_IMAGE = SHARED / "images" / "groceries.jpg"
 DEFAULT_VIDEO = SHARED / "videos" / "01_dog.mp4"
+FALLBACK_IMAGE = ROOT / "chat" / "examples" / "example2.jpg"  # where ../shared is absent
 FALLBACK_VIDEO = ROOT / "chat" / "examples" / "01_dog.mp4"
 OFFICIAL_CODE = Path("/work/official-sa2va/projects/sa2va/hf/models_qwen3vl")
 OFFICIAL_PYTHON = Path("/work/venv-official/bin/python")
@@ -326,7 +327,7 @@ def main() -> None:
     parser.add_argument("--vision-layers", type=int, default=None, help="vision layers (default: --layers)")
     parser.add_argument("--frames", type=int, default=30, help="frames of the video case")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
+    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE if DEFAULT_IMAGE.exists() else FALLBACK_IMAGE)
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO if DEFAULT_VIDEO.exists() else FALLBACK_VIDEO)
     parser.add_argument("--official", type=Path, default=OFFICIAL_CODE,
                         help="projects/sa2va/hf/models_qwen3vl of a bytedance/Sa2VA checkout")
