@@ -1,7 +1,7 @@
 """SegChat against the official Sa2VA code, side by side, on one Sa2VA-Qwen3-VL-4B checkpoint in the published layout.
 
     python -m bench.bench_official [--cases image1 image4 followup video] [--layers 2] [--vision-layers N]
-                                   [--frames 30] [--threads 2]
+                                   [--frames 30] [--threads 2] [--workdir DIR]
 
 The checkpoint: `config.json`, fp32 safetensors (as released) and tokenizer / processor files of Sa2VA-Qwen3-VL-4B
 (`model.sa2va.published.RELEASES`, built by `bench.common.release_checkpoint`): real widths and vocabulary, `--layers`
@@ -9,15 +9,15 @@ text and `--vision-layers` vision layers (default 2 and 2), the FULL SAM2 Hiera-
 arithmetic is real; nothing is trained). The tokenizer is a small BPE trained in-process with Qwen3-VL's and Sa2VA's
 added tokens (the config's media ids point at them).
 
-Both sides get the same checkpoint, the same inputs (a photo from ../shared/data/images, the first `--frames`
-frames of ../shared/data/videos/01_dog.mp4, decoded once to PNG files) and the same answers, and run fp32 on the
-CPU with `--threads` torch threads. Each measurement is a fresh process that loads the model, reads every weight
-once, resets its peak RSS (/proc/self/clear_refs) and runs the turn: the peak RSS is the process's own during the
-turn (model included); its increase over the loaded model is given too, split where `generate` returns (the peak is
-read and reset there: media preprocessing, vision tower and LLM before, SAM2 and masks after). Wall time and CPU
-time (all threads) are both reported: on a shared machine the CPU time shows when a side got less of the CPU.
-Load and conversion are not timed: SegChat converts the published layout once, in a separate process before any
-measurement, into a cache that every SegChat process then loads.
+Both sides get the same checkpoint, the same inputs (a photo from ../shared/data/images, the first `--frames` frames
+of ../shared/data/videos/01_dog.mp4, decoded once to PNG files; the app's examples where ../shared is absent) and
+the same answers, and run fp32 on the CPU with `--threads` torch threads. Each measurement is a fresh process that
+loads the model, reads every weight once, resets its peak RSS (/proc/self/clear_refs) and runs the turn: the peak
+RSS is the process's own during the turn (model included); its increase over the loaded model is given too, split
+where `generate` returns (the peak is read and reset there: media preprocessing, vision tower and LLM before, SAM2
+and masks after). Wall time and CPU time (all threads) are both reported: on a shared machine the CPU time shows
+when a side got less of the CPU. Load and conversion are not timed: SegChat converts the published layout once, in a
+separate process before any measurement, into a cache that every SegChat process then loads.
 
 Runtime on 2 CPU cores: about an hour with the defaults, nearly all of it the video case (each side encodes the 30
 frames with the full Hiera-L, about 30 s a frame here); `--cases image1 image4 followup` takes about 8 minutes and
@@ -72,6 +72,7 @@ from bench.common import (ROOT, Forced, machine, markdown_table, reset_peak_rss,
 SHARED = ROOT.parent / "shared" / "data"
 DEFAULT_IMAGE = SHARED / "images" / "groceries.jpg"
 DEFAULT_VIDEO = SHARED / "videos" / "01_dog.mp4"
+FALLBACK_IMAGE = ROOT / "chat" / "examples" / "example2.jpg"  # where ../shared is absent
 FALLBACK_VIDEO = ROOT / "chat" / "examples" / "01_dog.mp4"
 OFFICIAL_CODE = Path("/work/official-sa2va/projects/sa2va/hf/models_qwen3vl")
 OFFICIAL_PYTHON = Path("/work/venv-official/bin/python")
@@ -245,14 +246,13 @@ def prepare(args, root: Path) -> dict:
 
     Image.open(args.image).convert("RGB").save(image)
     frames = []
-    if "video" in args.cases:
-        from model.media.video_file import VideoFile
+    from model.media.video_file import VideoFile
 
-        for t, frame in VideoFile(args.video).frames():
-            if t >= args.frames:
-                break
-            frames.append(inputs / f"frame_{t:03d}.png")
-            Image.fromarray(frame).save(frames[-1])
+    for t, frame in VideoFile(args.video).frames():
+        if t >= args.frames:
+            break
+        frames.append(inputs / f"frame_{t:03d}.png")
+        Image.fromarray(frame).save(frames[-1])
     weights = sum(p.stat().st_size for p in checkpoint.glob("*.safetensors"))
     print(f"checkpoint: {RELEASE} layout, {args.layers} text + {args.vision_layers} vision layers, SAM2 Hiera-L, "
           f"random fp32 weights, {weights / 1024**3:.2f} GiB; built in {time.perf_counter() - start:.0f} s",
@@ -327,12 +327,15 @@ def main() -> None:
     parser.add_argument("--vision-layers", type=int, default=None, help="vision layers (default: --layers)")
     parser.add_argument("--frames", type=int, default=30, help="frames of the video case")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
+    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE if DEFAULT_IMAGE.exists() else FALLBACK_IMAGE)
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO if DEFAULT_VIDEO.exists() else FALLBACK_VIDEO)
     parser.add_argument("--official", type=Path, default=OFFICIAL_CODE,
                         help="projects/sa2va/hf/models_qwen3vl of a bytedance/Sa2VA checkout")
     parser.add_argument("--official-python", type=Path, default=OFFICIAL_PYTHON,
                         help="python of a virtualenv with transformers 4.57 and qwen-vl-utils")
+    parser.add_argument("--workdir", type=Path,
+                        help="keep the checkpoint, inputs and each measurement here; a rerun with the same settings "
+                             "reuses them and measures only what is missing (default: a temporary folder)")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("job", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -346,27 +349,49 @@ def main() -> None:
             parser.error(f"{what} {path} does not exist")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_official_") as tmp:
-        root = Path(tmp)
-        job = prepare(args, root)
-        args.frame_paths = job["frames"]
-        env = {"SEGCHAT_CACHE": str(root / "cache"), "HF_MODULES_CACHE": str(root / "modules"),
-               "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
-        converted = run_child(["-m", "bench.bench_official", "--child", "convert", json.dumps(job)], env=env)
-        print(f"SegChat converted the published layout in {converted['seconds']:.0f} s (not in the table)",
-              flush=True)
-        results = {}
-        for case in args.cases:
-            job["case"] = case
-            pair = []
-            for side in ("ours", "official"):
-                r = measure(side, job, args, env)
-                print(f"  {case:>8} {side:>8}: {r['seconds']:.2f} s, peak RSS {r['peak_mib'] / 1024:.2f} GiB"
-                      + (f", TTFT {r['ttft']:.2f} s" if r["ttft"] is not None else ""), flush=True)
-                pair.append(r)
-            results[case] = tuple(pair)
-        shutil.rmtree(root / "checkpoint")
+        results = run(args, args.workdir or Path(tmp))
     report(results, args)
     print(f"\nTotal run: {(time.perf_counter() - started) / 60:.1f} min")
+
+
+def run(args, root: Path) -> dict:
+    """Every case on both sides; measurements already in `root/results.json` (same settings) are kept."""
+    settings = {"layers": args.layers, "vision_layers": args.vision_layers, "frames": args.frames,
+                "image": str(args.image), "video": str(args.video), "official": str(args.official)}
+    saved = root / "job.json"
+    if saved.exists() and json.loads(saved.read_text())["settings"] == settings:
+        job = json.loads(saved.read_text())["job"]
+        print(f"reusing the checkpoint and inputs in {root}", flush=True)
+    else:
+        marker = root / "bench_official.workdir"
+        if marker.exists():
+            shutil.rmtree(root)  # a run of this script with other settings
+        elif root.exists() and any(root.iterdir()):
+            sys.exit(f"--workdir {root} is not empty and was not made by this script")
+        root.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        job = prepare(args, root)
+        saved.write_text(json.dumps({"settings": settings, "job": job}))
+    args.frame_paths = job["frames"]
+    env = {"SEGCHAT_CACHE": str(root / "cache"), "HF_MODULES_CACHE": str(root / "modules"),
+           "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
+    converted = run_child(["-m", "bench.bench_official", "--child", "convert", json.dumps(job)], env=env)
+    print(f"SegChat converted the published layout in {converted['seconds']:.0f} s (not in the table)", flush=True)
+    store = root / "results.json"
+    done = json.loads(store.read_text()) if store.exists() else {}
+    results = {}
+    for case in args.cases:
+        job["case"] = case
+        for side in ("ours", "official"):
+            key = f"{case}/{side}/{args.threads}"
+            if key not in done:
+                done[key] = measure(side, job, args, env)
+                store.write_text(json.dumps(done, indent=1))
+            r = done[key]
+            print(f"  {case:>8} {side:>8}: {r['seconds']:.2f} s, peak RSS {r['peak_mib'] / 1024:.2f} GiB"
+                  + (f", TTFT {r['ttft']:.2f} s" if r["ttft"] is not None else ""), flush=True)
+        results[case] = (done[f"{case}/ours/{args.threads}"], done[f"{case}/official/{args.threads}"])
+    return results
 
 
 if __name__ == "__main__":
