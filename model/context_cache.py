@@ -130,6 +130,28 @@ def mrope_positions(vlm: nn.Module, inputs: dict[str, torch.Tensor], vision: Vis
     return torch.cat([text[None], spatial])
 
 
+def picture_parts(ids: list[int], start: int, runs: list[list[int]], placeholder_ids: frozenset[int] | set[int],
+                  max_tokens: int) -> list[tuple[int, int]]:
+    """Where to cut the uncached prompt `ids[start:]`, whose placeholders are the pictures' `runs` in order, so
+    that each part ends just after a picture and holds at most `max_tokens` tokens unless one picture alone is
+    longer: [(end, pictures in the part)] for every part but the last, which runs from the last cut to the prompt's
+    end (the part `generate` reads)."""
+    places = [i for i in range(start, len(ids)) if ids[i] in placeholder_ids]
+    if len(places) != sum(len(run) for run in runs):
+        return []
+    ends, filled = [], 0
+    for run in runs:
+        filled += len(run)
+        ends.append(places[filled - 1] + 1)
+    parts, part_start, count = [], start, 0
+    for end, next_end in zip(ends, ends[1:]):
+        count += 1
+        if next_end - part_start > max_tokens:  # the next picture would not fit: cut after this one
+            parts.append((end, count))
+            part_start, count = end, 0
+    return parts
+
+
 def _common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     return next((i for i in range(n) if a[i] != b[i]), n)

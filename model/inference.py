@@ -20,7 +20,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from model.agent.loop import AgentOptions, AgentStep, AgentTurn, describe_step
 from model.agent.plain import PlainVLM
-from model.context_cache import ContextCache, Prefill, mrope_positions
+from model.context_cache import ContextCache, Prefill, mrope_positions, picture_parts
 from model.errors import CheckpointError, InputError
 from model.families import VisionInputs
 from model.loading import load_model_and_processor, pick_dtype
@@ -148,7 +148,7 @@ class SegChat:
         seg_id = processor.seg_token_id
         if context is None or not self.reuse_cache:
             context = ContextCache(processor.placeholder_ids)  # this call's alone
-        prefill = context.prefill(prompt_ids, vision, model.vlm.config)
+        prefill = self._read_pictures(prompt_ids, vision, context.prefill(prompt_ids, vision, model.vlm.config))
         inputs = self._inputs(prompt_ids, vision, prefill, context)
         with model.seg_capture(seg_id) as capture:
             options = {"do_sample": False, "suppress_tokens": processor.unspeakable_ids, **self.generate_options}
@@ -172,6 +172,33 @@ class SegChat:
             states = states + [last.states[-1]]
         context.keep(prefill.cache, ids, vision, self.limits.max_cached_tokens)
         return new_ids, (torch.cat(states) if states else None)
+
+    def _read_pictures(self, ids: list[int], vision: VisionInputs | None, prefill: Prefill) -> Prefill:
+        """Feed the uncached prompt into `prefill`'s cache up to its last picture, in parts that each end after a
+        picture (`Limits.prefill_part_tokens`), each part with its own pictures only; returns where `generate`
+        continues. A video's frames then pass the vision tower and the language model a part at a time, which
+        bounds the activations' memory; the cache ends up the same as from one pass."""
+        media, model, processor = prefill.media, self.model, self.processor
+        limit = self.limits.prefill_part_tokens
+        if not limit or media is None or media.regions or len(media.runs) < 2:
+            return prefill
+        parts = picture_parts(ids, prefill.start, media.runs, processor.placeholder_ids, limit)
+        if not parts:
+            return prefill
+        pictures = processor.split_pictures(media)
+        dtype = model.vlm.dtype
+        whole = processor.model_inputs(torch.tensor([ids]), vision, self.device, dtype, sent=VisionInputs([]))
+        positions = mrope_positions(model.vlm, whole, vision)
+        start, shown = prefill.start, 0
+        for end, count in parts:
+            sent = VisionInputs.concat(pictures[shown:shown + count])
+            inputs = processor.model_inputs(torch.tensor([ids[start:end]]), sent, self.device, dtype)
+            inputs["attention_mask"] = whole["attention_mask"][:, :end]
+            if positions is not None:
+                inputs["position_ids"] = positions[..., start:end]
+            model.vlm(**inputs, past_key_values=prefill.cache, use_cache=True, logits_to_keep=1)
+            start, shown = end, shown + count
+        return Prefill(prefill.cache, start, VisionInputs.concat(pictures[shown:]))
 
     def _inputs(self, ids: list[int], vision: VisionInputs | None, prefill: Prefill,
                 context: ContextCache) -> dict[str, torch.Tensor]:

@@ -38,6 +38,10 @@ class Limits:
     # A conversation's language-model cache kept for its next turn, in tokens (0: none kept); a longer context is
     # read again from its first token at each turn.
     max_cached_tokens: int = 8192
+    # A prompt showing several pictures (a video's frames) is read in parts that each end after a picture and hold
+    # at most this many tokens (or one picture), so the vision tower and the language model's activations are a
+    # part's, not the whole prompt's; 0: read it in one pass.
+    prefill_part_tokens: int = 1024
     media: MediaLimits = field(default_factory=MediaLimits)
     video: VideoLimits = field(default_factory=VideoLimits)
 
@@ -145,6 +149,10 @@ class SegChatProcessor:
     def encode_images(self, images: list[Image.Image], as_video: bool = False) -> VisionInputs:
         """RGB images (or a video's LLM frames) → image-token runs for the prompt and tensors for the VLM."""
         return self.family.encode_images(images, as_video=as_video)
+
+    def split_pictures(self, vision: VisionInputs) -> list[VisionInputs]:
+        """Media without regions as one `VisionInputs` per picture (image or video frame), in prompt order."""
+        return self.family.split_pictures(vision)
 
     def sam_pixels(self, image: Image.Image, media: str = "image") -> torch.Tensor:
         """SAM2's input [1, 3, S, S] for an image or a video frame, with the checkpoint's rounding."""

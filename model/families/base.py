@@ -72,6 +72,10 @@ class Family:
         """Turn RGB images (or a video's LLM frames) into prompt runs and model tensors."""
         raise NotImplementedError
 
+    def split_pictures(self, vision: VisionInputs) -> list[VisionInputs]:
+        """`vision` (without regions) as one `VisionInputs` per picture, in prompt order."""
+        raise NotImplementedError
+
     def token_types(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         """Extra forward inputs that depend on the prompt ids (e.g. Qwen-VL's media token types for M-RoPE)."""
         return {}

@@ -42,3 +42,7 @@ class InternVLFamily(Family):
         # One image-token run per image (all its tiles, tile-major) or per video frame.
         runs = [[context] * (self.tokens_per_tile * t.shape[0]) for t in tiles]
         return VisionInputs(runs, {"pixel_values": torch.cat(tiles)})
+
+    def split_pictures(self, vision: VisionInputs) -> list[VisionInputs]:
+        tiles = vision.tensors["pixel_values"].split([len(run) // self.tokens_per_tile for run in vision.runs])
+        return [VisionInputs([run], {"pixel_values": rows}) for run, rows in zip(vision.runs, tiles)]

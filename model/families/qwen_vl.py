@@ -23,6 +23,12 @@ class QwenVLFamily(Family):
         runs = [[pad] * int(grid.prod().item() // merge) for grid in out["image_grid_thw"]]
         return VisionInputs(runs, {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]})
 
+    def split_pictures(self, vision: VisionInputs) -> list[VisionInputs]:
+        grids = vision.tensors["image_grid_thw"]
+        pixels = vision.tensors["pixel_values"].split(grids.prod(-1).tolist())  # a row per patch
+        return [VisionInputs([run], {"pixel_values": rows, "image_grid_thw": grid[None]})
+                for run, rows, grid in zip(vision.runs, pixels, grids)]
+
     def token_types(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
         vlm_config = self.config.vlm_config
         types = (input_ids == vlm_config.image_token_id).int() + 2 * (input_ids == vlm_config.video_token_id).int()
