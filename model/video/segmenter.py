@@ -62,9 +62,11 @@ class VideoSegmenter:
 
     @torch.inference_mode()
     def frame_features(self, frame: np.ndarray) -> dict:
-        """SAM2 image features of one frame in the session's cache format (reusable across turns)."""
+        """SAM2 image features of one frame in the session's cache format (reusable across turns). The video model
+        reads the position encoding of the coarsest level only; the finer two (84 MB a frame at 1024 px, the same
+        for every frame) are not kept."""
         out = self.sam2.get_image_features(self.pixels(frame), return_dict=True)
-        return {"vision_feats": list(out.fpn_hidden_states), "vision_pos_embeds": list(out.fpn_position_encoding)}
+        return {"vision_feats": list(out.fpn_hidden_states), "vision_pos_embeds": [out.fpn_position_encoding[-1]]}
 
     def image_features(self, feats: dict, size: tuple[int, int]) -> ImageFeatures:
         maps = list(feats["vision_feats"])
@@ -110,7 +112,7 @@ class VideoSegmenter:
             features[t] = self.frame_features(frame)
         keys, scores = self.choose_key_frames(features, clip.size, prompts, mode, key_frames)
         masks, stats = self._propagate(clip, n, keys, lambda session, t: session.prompt(t, features[t], prompts),
-                                       on_frame=on_frame)
+                                       features, on_frame=on_frame)
         return VideoSegmentation(masks, [float(s) for s in scores], keys, stats)
 
     @torch.inference_mode()
@@ -121,14 +123,15 @@ class VideoSegmenter:
         as given."""
         drawn = torch.from_numpy(np.stack(masks))
         return self._propagate(clip, len(masks), [t], lambda session, k: session.prompt_masks(k, features, drawn),
-                               given={t: masks})
+                               {t: features}, given={t: masks})
 
     def _propagate(self, clip: VideoClip, n: int, keys: list[int],
-                   prompt: Callable[[TrackingSession, int], object],
+                   prompt: Callable[[TrackingSession, int], object], known: dict[int, dict],
                    on_frame: Callable[[int, object], None] | None = None,
                    given: dict[int, list[np.ndarray]] | None = None) -> tuple[list[VideoMask], PropagationStats]:
         """N objects through one streaming session: `prompt(session, t)` conditions each key frame, then SAM2
-        memory tracks the rest of the clip; `given[t]` are masks recorded as they are on frame t."""
+        memory tracks the rest of the clip, reusing the `known` features of frames already encoded; `given[t]` are
+        masks recorded as they are on frame t."""
         masks = [VideoMask(clip.size, clip.length, clip.options.stride) for _ in range(n)]
         given = given or {}
 
@@ -140,6 +143,9 @@ class VideoSegmenter:
             if on_frame is not None:
                 on_frame(t, out)
 
+        def features(t: int, frame: np.ndarray) -> dict:
+            return known[t] if t in known else self.frame_features(frame)
+
         with TrackingSession(self.sam2, clip.size, n, keys[0]) as session:
             for t in keys:  # conditioning frames first, independent of each other (Sa2VA / SAM2 order)
                 record(t, prompt(session, t))
@@ -147,9 +153,9 @@ class VideoSegmenter:
             key_set = set(keys)
             for t, frame in clip.iterate(start=keys[0] + 1):
                 if t not in key_set:
-                    record(t, session.track(t, self.pixels(frame)))
+                    record(t, session.track(t, features(t, frame)))
             for t, frame in clip.iterate_backward(keys[0], clip.options.backward_chunk):
-                record(t, session.track(t, self.pixels(frame), reverse=True))
+                record(t, session.track(t, features(t, frame), reverse=True))
         segmented = min((mask.segmented_frames() for mask in masks), default=clip.length)
         for mask in masks:  # the file held fewer frames than its packets promised
             mask.truncate(segmented)

@@ -147,9 +147,10 @@ class TrackingSession:
             self._session.point_inputs_per_obj[i].clear()
             self._session.mask_inputs_per_obj[i].clear()
 
-    def track(self, t: int, pixels: torch.Tensor, reverse: bool = False) -> Sam2VideoSegmentationOutput:
-        """Frame t (SAM2 input `pixels`) tracked by memory attention, going forward or backward."""
-        out = self.sam2(self._session, frame_idx=t, frame=pixels, reverse=reverse)
+    def track(self, t: int, features: dict, reverse: bool = False) -> Sam2VideoSegmentationOutput:
+        """Frame t (its SAM2 `features`) tracked by memory attention, going forward or backward."""
+        self._session.cache.cache_vision_features(t, features)
+        out = self.sam2(self._session, frame_idx=t, reverse=reverse)
         self._prune(t, reverse)
         return out
 
