@@ -18,6 +18,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from model.config import SegChatConfig
+from model.lean_hiera import streamline_hiera
 from model.losses import LossWeights, mask_losses
 from model.seg_capture import SegCapture
 
@@ -81,6 +82,7 @@ class SegChatModel(PreTrainedModel):
         super().__init__(config)
         self.vlm = AutoModelForImageTextToText.from_config(config.vlm_config)
         self.sam2 = Sam2VideoModel(config.sam2_config)
+        streamline_hiera(self.sam2)
         hidden = config.text_hidden_size
         self.projector = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, config.prompt_dim))
         self.post_init()
