@@ -27,6 +27,7 @@ from model.loading import load_model_and_processor, pick_dtype
 from model.media.image import ImageSource, load_image
 from model.media.masks import VideoMask, mask_box
 from model.media.render import fit_mask
+from model.memory import release_freed_memory
 from model.modeling import ImageFeatures, SegChatModel
 from model.processing import Limits, SegChatProcessor
 from model.prompting import agent_texts, region_note
@@ -171,6 +172,7 @@ class SegChat:
                           position_ids=None if positions is None else positions[..., -1:])
             states = states + [last.states[-1]]
         context.keep(prefill.cache, ids, vision, self.limits.max_cached_tokens)
+        release_freed_memory(self.device)  # the prefill's activations, before SAM2 runs
         return new_ids, (torch.cat(states) if states else None)
 
     def _read_pictures(self, ids: list[int], vision: VisionInputs | None, prefill: Prefill) -> Prefill:

@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from model.media.masks import VideoMask
+from model.memory import release_freed_memory
 from model.modeling import ImageFeatures, SegChatModel
 from model.processing import SegChatProcessor
 from model.video.clip import VideoClip, llm_frame_indices
@@ -142,6 +143,7 @@ class VideoSegmenter:
                 masks[i].set(t, m, float(presence[i]))
             if on_frame is not None:
                 on_frame(t, out)
+            release_freed_memory(logits.device)  # the frame's activations: memory stays flat along the clip
 
         def features(t: int, frame: np.ndarray) -> dict:
             return known[t] if t in known else self.frame_features(frame)
