@@ -4,8 +4,9 @@ is needed (two copies of the block's activations each time). The encoder is most
 on every frame of a video.
 
 `streamline_hiera` gives the blocks and attentions of a loaded SAM2 the forwards below: the same weights, the same
-arithmetic in the same order, bit-identical outputs (tested against the library's forward), about 5-10% less time
-for the 1024-px Hiera-L encode on a CPU (`bench/bench_sam2.py`) and smaller activation peaks.
+arithmetic in the same order, bit-identical outputs (tested against the library's forward). On a 1024-px Hiera-L
+forward that is 48 batched products with their softmax and about 90 copies of a block's activations fewer; in
+torch's profiler on a 2-core CPU those took about 1 s of the forward's 19 s, and the activation peaks are lower.
 """
 
 from __future__ import annotations
