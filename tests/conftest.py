@@ -23,6 +23,23 @@ def tiny_chats(tiny_dirs):
     return {family: SegChat.from_pretrained(path) for family, path in tiny_dirs.items()}
 
 
+@pytest.fixture(scope="module")
+def own_chats(tiny_dirs):
+    """Chats of the module's own per family, loaded on first use (its tests change their options), answering at
+    most 24 tokens: `own_chats("qwen3_vl")`."""
+    from model import SegChat
+
+    loaded = {}
+
+    def get(family: str) -> SegChat:
+        if family not in loaded:
+            loaded[family] = SegChat.from_pretrained(tiny_dirs[family])
+            loaded[family].limits.max_new_tokens = 24
+        return loaded[family]
+
+    return get
+
+
 @pytest.fixture(scope="session")
 def tiny_plain_dirs(tmp_path_factory) -> dict[str, Path]:
     """Tiny plain VLMs (no [SEG], no SAM2: the hub instruct layout) of every family, for agent mode."""

@@ -32,20 +32,6 @@ TURNS = [("Segment the apple.", "It is <p>the apple</p> [SEG].<|im_end|>"),
          ("Segment the stem instead.", "<p>The stem</p> [SEG].<|im_end|>")]
 
 
-@pytest.fixture(scope="module")
-def chats(tiny_dirs):
-    """Chats of their own per family (these tests change their options), answering at most 24 tokens."""
-    loaded = {}
-
-    def get(family: str) -> SegChat:
-        if family not in loaded:
-            loaded[family] = SegChat.from_pretrained(tiny_dirs[family])
-            loaded[family].limits.max_new_tokens = 24
-        return loaded[family]
-
-    return get
-
-
 @contextmanager
 def traced(chat: SegChat):
     """Records, per generation: its prompt's length, the tokens its first forward read (the prefill), the tokens
@@ -137,8 +123,8 @@ def assert_same_states(ours: list, reference: list) -> None:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_follow_ups_answer_the_same_from_the_cache_and_encode_the_image_once(chats, family, tmp_path):
-    chat = chats(family)
+def test_follow_ups_answer_the_same_from_the_cache_and_encode_the_image_once(own_chats, family, tmp_path):
+    chat = own_chats(family)
     reused = session_transcript(chat, True, tmp_path / "on")
     recomputed = session_transcript(chat, False, tmp_path / "off")
 
@@ -161,10 +147,10 @@ def test_follow_ups_answer_the_same_from_the_cache_and_encode_the_image_once(cha
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_region_follow_ups_show_only_what_they_add(chats, family):
+def test_region_follow_ups_show_only_what_they_add(own_chats, family):
     """A follow-up with regions continues the cache: the marked picture (Qwen) is the only one encoded, and
     `<vp>` regions (InternVL) read the features of the image encoded in the first turn."""
-    chat = chats(family)
+    chat = own_chats(family)
     results = {}
     for reuse in (True, False):
         conv = chat.new_conversation()
@@ -187,10 +173,10 @@ def test_region_follow_ups_show_only_what_they_add(chats, family):
     assert reference.encoded == ([1, 2, 3, 3] if marks else [1, 1, 1, 1])  # the image and every marked one again
 
 
-def test_copies_of_a_conversation_never_read_each_others_pictures(chats):
+def test_copies_of_a_conversation_never_read_each_others_pictures(own_chats):
     """Two copies (the app's undo keeps them) mark different regions on the same image: equal prompt ids, other
     pictures. Each copy's follow-up reads its own."""
-    chat = chats("qwen2_5_vl")
+    chat = own_chats("qwen2_5_vl")
     states = {}
     for reuse in (True, False):
         answering(chat, "It is <p>this</p> [SEG].<|im_end|>")
@@ -209,9 +195,9 @@ def test_copies_of_a_conversation_never_read_each_others_pictures(chats):
 
 
 @pytest.mark.parametrize("family", ["internvl", "qwen3_vl"])
-def test_video_follow_ups_continue_the_cache(chats, family):
+def test_video_follow_ups_continue_the_cache(own_chats, family):
     """A video's LLM frames are several pictures; a region follow-up adds them again, with the marks."""
-    chat = chats(family)
+    chat = own_chats(family)
     frames = [np.full((48, 64, 3), 30 + 40 * i, np.uint8) for i in range(4)]
     results = {}
     for reuse in (True, False):
@@ -234,10 +220,10 @@ def test_video_follow_ups_continue_the_cache(chats, family):
 
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
-def test_interleaved_conversations_keep_their_own_m_rope_positions(chats, family):
+def test_interleaved_conversations_keep_their_own_m_rope_positions(own_chats, family):
     """Qwen-VL keeps `rope_deltas` on the model: a turn of another conversation (another image shape, other
     offsets) in between must not shift the positions of a continued conversation."""
-    chat = chats(family)
+    chat = own_chats(family)
     answer = "It is <p>this</p> [SEG].<|im_end|>"
     results = {}
     for reuse in (True, False):
@@ -257,8 +243,8 @@ def test_interleaved_conversations_keep_their_own_m_rope_positions(chats, family
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_a_last_seg_state_read_from_the_cache_equals_a_full_forward(chats, family):
-    chat = chats(family)
+def test_a_last_seg_state_read_from_the_cache_equals_a_full_forward(own_chats, family):
+    chat = own_chats(family)
     answering(chat, "Here: [SEG]")
     try:
         vision = chat.processor.encode_images([Image.fromarray(IMAGE)])
@@ -273,10 +259,10 @@ def test_a_last_seg_state_read_from_the_cache_equals_a_full_forward(chats, famil
     torch.testing.assert_close(states[-1:], full.states[-1][-1:], atol=1e-5, rtol=1e-4)
 
 
-def test_new_media_start_a_fresh_cache(chats):
+def test_new_media_start_a_fresh_cache(own_chats):
     """Another picture of the same size asked about in the same words has the same prompt ids: the cache must not
     serve them."""
-    chat = chats("qwen3_vl")
+    chat = own_chats("qwen3_vl")
     answering(chat, "It is <p>this</p> [SEG].<|im_end|>")
     try:
         conv = chat.new_conversation()
@@ -293,8 +279,8 @@ def test_new_media_start_a_fresh_cache(chats):
     assert conv.context.ids == conv.history[:conv.context.tokens]
 
 
-def test_a_stopped_stream_leaves_the_cache_consistent_with_the_history(chats):
-    chat = chats("qwen3_vl")
+def test_a_stopped_stream_leaves_the_cache_consistent_with_the_history(own_chats):
+    chat = own_chats("qwen3_vl")
     answering(chat, "It is <p>this</p> [SEG].<|im_end|>")
     try:
         conversations = {}
@@ -317,8 +303,8 @@ def test_a_stopped_stream_leaves_the_cache_consistent_with_the_history(chats):
     assert conv.context.ids == conv.history[:conv.context.tokens]
 
 
-def test_a_context_over_the_limit_is_not_kept(chats):
-    chat = chats("internvl")
+def test_a_context_over_the_limit_is_not_kept(own_chats):
+    chat = own_chats("internvl")
     answering(chat, FREE)
     try:
         conv = chat.new_conversation()
@@ -335,8 +321,8 @@ def test_a_context_over_the_limit_is_not_kept(chats):
         chat.generate_options = {}
 
 
-def test_closed_sessions_release_their_caches(chats, tmp_path):
-    chat = chats("qwen2_5_vl")
+def test_closed_sessions_release_their_caches(own_chats, tmp_path):
+    chat = own_chats("qwen2_5_vl")
     answering(chat, "It is <p>this</p> [SEG].<|im_end|>")
     image = write_image(tmp_path / "a.png")
     caches = []

@@ -29,18 +29,6 @@ def test_picture_parts_cut_after_pictures_within_the_budget():
     assert picture_parts(ids, 0, runs[:2], {PAD}, max_tokens=1) == []  # placeholders the runs do not explain
 
 
-@pytest.fixture(scope="module")
-def chats(tiny_dirs):
-    loaded = {}
-
-    def get(family: str) -> SegChat:
-        if family not in loaded:
-            loaded[family] = SegChat.from_pretrained(tiny_dirs[family])
-        return loaded[family]
-
-    return get
-
-
 @contextmanager
 def reading(chat: SegChat, part_tokens: int):
     """The chat reading prompts in parts of `part_tokens` (0: one pass) for the block; records the pictures each
@@ -78,19 +66,21 @@ def video_conversation(chat: SegChat, part_tokens: int, reuse: bool):
     try:
         with reading(chat, part_tokens) as trace:
             chat.generate_options = {"logits_processor": [ScriptedAnswer(answer)]}
+            chat.limits.max_new_tokens = len(answer)
             reply = conv.ask("Segment the two things.", video=FRAMES, llm_frames=4)
             chat.generate_options = {}
+            chat.limits.max_new_tokens = 24
             conv.ask("What are they doing?")
     finally:
         del chat.generate
-        chat.reuse_cache = True
+        chat.reuse_cache, chat.limits.max_new_tokens = True, 24
     masks = [np.asarray(segment.mask) for segment in reply.segments]
     return SimpleNamespace(history=conv.history, states=states, masks=masks, trace=trace)
 
 
 @pytest.mark.parametrize(("family", "reuse"), [(family, True) for family in FAMILIES] + [("qwen3_vl", False)])
-def test_a_video_prompt_read_a_frame_at_a_time_answers_as_in_one_pass(chats, family, reuse):
-    chat = chats(family)
+def test_a_video_prompt_read_a_frame_at_a_time_answers_as_in_one_pass(own_chats, family, reuse):
+    chat = own_chats(family)
     one_pass = video_conversation(chat, 0, reuse)
     parts = video_conversation(chat, 1, reuse)
 
