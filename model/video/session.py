@@ -1,5 +1,5 @@
 """The only module that touches transformers' private SAM2 video internals: the session state
-(`output_dict_per_obj`, `frames_tracked_per_obj`, `processed_frames`, `point_inputs_per_obj`,
+(`output_dict_per_obj`, `frames_tracked_per_obj`, `point_inputs_per_obj`,
 `mask_inputs_per_obj`, `cache`) and the model's `_run_single_frame_inference` / `_encode_new_memory`.
 
 `TrackingSession` is a SAM2 video inference session for N objects, prompted by [SEG] embeddings or by masks (the
@@ -78,7 +78,6 @@ class PropagationStats:
     """What the session held at its fullest (the bounded-memory contract: independent of the clip length)."""
 
     frames_processed: int = 0
-    max_pixel_frames: int = 0  # SAM2 input frames alive in the session
     max_cached_features: int = 0  # frames whose SAM2 image features are cached
     max_tracked_outputs: int = 0  # non-conditioning outputs kept for one object
     max_memory_features: int = 0  # of those, outputs that still hold a spatial memory
@@ -157,9 +156,7 @@ class TrackingSession:
     def _prune(self, t: int, reverse: bool) -> None:
         session, stats, config = self._session, self.stats, self.sam2.config
         stats.frames_processed += 1
-        stats.max_pixel_frames = max(stats.max_pixel_frames, len(session.processed_frames or {}))
         stats.max_cached_features = max(stats.max_cached_features, len(session.cache._vision_features))
-        session.processed_frames = {}
         session.cache.clear_all()
         sign = -1 if reverse else 1
         window, first = self._window, self.first_key
