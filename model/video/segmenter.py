@@ -61,12 +61,15 @@ class VideoSegmenter:
         pixels = self.processor.sam_pixels(Image.fromarray(frame), "video")
         return pixels.to(device=self._param.device, dtype=self._param.dtype)
 
-    @torch.inference_mode()
     def frame_features(self, frame: np.ndarray) -> dict:
-        """SAM2 image features of one frame in the session's cache format (reusable across turns). The video model
-        reads the position encoding of the coarsest level only; the finer two (84 MB a frame at 1024 px, the same
-        for every frame) are not kept."""
-        out = self.sam2.get_image_features(self.pixels(frame), return_dict=True)
+        """SAM2 image features of one frame in the session's cache format (reusable across turns)."""
+        return self.pixel_features(self.pixels(frame))
+
+    @torch.inference_mode()
+    def pixel_features(self, pixels: torch.Tensor) -> dict:
+        """SAM2 image features of a frame's SAM2 input. The video model reads the position encoding of the
+        coarsest level only; the finer two (84 MB a frame at 1024 px, the same for every frame) are not kept."""
+        out = self.sam2.get_image_features(pixels, return_dict=True)
         return {"vision_feats": list(out.fpn_hidden_states), "vision_pos_embeds": [out.fpn_position_encoding[-1]]}
 
     def image_features(self, feats: dict, size: tuple[int, int]) -> ImageFeatures:
@@ -145,8 +148,10 @@ class VideoSegmenter:
                 on_frame(t, out)
             release_freed_memory(logits.device)  # the frame's activations: memory stays flat along the clip
 
-        def features(t: int, frame: np.ndarray) -> dict:
-            return known[t] if t in known else self.frame_features(frame)
+        def track(t: int, frame: np.ndarray, reverse: bool = False):
+            pixels = self.pixels(frame)
+            features = known[t] if t in known else self.pixel_features(pixels)
+            return session.track(t, pixels, features, reverse)
 
         with TrackingSession(self.sam2, clip.size, n, keys[0]) as session:
             for t in keys:  # conditioning frames first, independent of each other (Sa2VA / SAM2 order)
@@ -155,9 +160,9 @@ class VideoSegmenter:
             key_set = set(keys)
             for t, frame in clip.iterate(start=keys[0] + 1):
                 if t not in key_set:
-                    record(t, session.track(t, features(t, frame)))
+                    record(t, track(t, frame))
             for t, frame in clip.iterate_backward(keys[0], clip.options.backward_chunk):
-                record(t, session.track(t, features(t, frame), reverse=True))
+                record(t, track(t, frame, reverse=True))
         segmented = min((mask.segmented_frames() for mask in masks), default=clip.length)
         for mask in masks:  # the file held fewer frames than its packets promised
             mask.truncate(segmented)

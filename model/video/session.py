@@ -1,5 +1,5 @@
 """The only module that touches transformers' private SAM2 video internals: the session state
-(`output_dict_per_obj`, `frames_tracked_per_obj`, `point_inputs_per_obj`,
+(`output_dict_per_obj`, `frames_tracked_per_obj`, `processed_frames`, `point_inputs_per_obj`,
 `mask_inputs_per_obj`, `cache`) and the model's `_run_single_frame_inference` / `_encode_new_memory`.
 
 `TrackingSession` is a SAM2 video inference session for N objects, prompted by [SEG] embeddings or by masks (the
@@ -78,6 +78,7 @@ class PropagationStats:
     """What the session held at its fullest (the bounded-memory contract: independent of the clip length)."""
 
     frames_processed: int = 0
+    max_pixel_frames: int = 0  # SAM2 input frames alive in the session
     max_cached_features: int = 0  # frames whose SAM2 image features are cached
     max_tracked_outputs: int = 0  # non-conditioning outputs kept for one object
     max_memory_features: int = 0  # of those, outputs that still hold a spatial memory
@@ -146,17 +147,22 @@ class TrackingSession:
             self._session.point_inputs_per_obj[i].clear()
             self._session.mask_inputs_per_obj[i].clear()
 
-    def track(self, t: int, features: dict, reverse: bool = False) -> Sam2VideoSegmentationOutput:
-        """Frame t (its SAM2 `features`) tracked by memory attention, going forward or backward."""
+    def track(self, t: int, pixels: torch.Tensor, features: dict, reverse: bool = False
+              ) -> Sam2VideoSegmentationOutput:
+        """Frame t (SAM2 input `pixels`, and their `features`) tracked by memory attention, going forward or
+        backward. The frame goes in as a streamed one (SAM2 then reads the object pointers of all the recent frames,
+        the clip's length unknown), its features from `features` instead of its own encoding."""
         self._session.cache.cache_vision_features(t, features)
-        out = self.sam2(self._session, frame_idx=t, reverse=reverse)
+        out = self.sam2(self._session, frame_idx=t, frame=pixels, reverse=reverse)
         self._prune(t, reverse)
         return out
 
     def _prune(self, t: int, reverse: bool) -> None:
         session, stats, config = self._session, self.stats, self.sam2.config
         stats.frames_processed += 1
+        stats.max_pixel_frames = max(stats.max_pixel_frames, len(session.processed_frames or {}))
         stats.max_cached_features = max(stats.max_cached_features, len(session.cache._vision_features))
+        session.processed_frames = {}
         session.cache.clear_all()
         sign = -1 if reverse else 1
         window, first = self._window, self.first_key

@@ -219,8 +219,8 @@ def tracking(monkeypatch):
         record["prompts"].append((t, masks.clone()))
         return prompt_masks(session, t, features, masks)
 
-    def tracking_frame(session, t, pixels, reverse=False):
-        out = track(session, t, pixels, reverse)
+    def tracking_frame(session, t, pixels, features, reverse=False):
+        out = track(session, t, pixels, features, reverse)
         record["tracked"].append((t, out.pred_masks[:, 0].float().clone()))
         return out
 

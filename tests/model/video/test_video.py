@@ -98,13 +98,33 @@ def test_memory_is_bounded_by_frames_held_not_clip_length(chat, mode, sampling):
         conv = chat.new_conversation()
         s = conv.ask("Segment it.", video=_frames(n), propagation=mode, frame_sampling=sampling).video_stats
         assert s.frames_processed == n
-        assert s.max_cached_features <= 1
+        assert s.max_pixel_frames <= 1 and s.max_cached_features <= 1
         assert s.max_tracked_outputs <= 2 * window  # recent outputs (+ the seed of the backward pass)
         assert s.max_memory_features <= 2 * (config.num_maskmem - 1)
         stats.append(s)
     short, long = stats
     assert long.max_tracked_outputs == short.max_tracked_outputs
     assert long.max_memory_features == short.max_memory_features
+
+
+def test_tracked_frames_read_the_object_pointers_of_earlier_frames(chat, monkeypatch):
+    """SAM2 memory attention reads the object pointers of the prompted frame and of the recent tracked ones (the
+    pruned session must not hide them)."""
+    sam2 = chat.model.sam2
+    original = type(sam2)._get_object_pointers
+    pointers = []
+
+    def counting(self, *args, **kwargs):
+        offsets, tokens, limit = original(self, *args, **kwargs)
+        pointers.append(len(tokens))
+        return offsets, tokens, limit
+
+    monkeypatch.setattr(type(sam2), "_get_object_pointers", counting)
+    chat.new_conversation().ask("Segment it.", video=_frames(12), propagation="memory", key_frames=1)
+    assert sam2.config.max_object_pointers_in_encoder >= 12
+    # The prompted frame's pointer and one per tracked frame before, going the longer way from the key frame (at
+    # least 6 of the 12); a session that hid the tracked frames would give 1 everywhere.
+    assert max(pointers) >= 6
 
 
 def test_clip_holds_no_frames_for_files(tmp_path):
@@ -154,9 +174,9 @@ def test_follow_up_reuses_llm_frames_and_sam2_features(chat, tmp_path, monkeypat
     features = dict(media.sam_features)
     assert sorted(features) == media.llm_indices == [0, 1, 2, 3, 4]
     calls = []
-    original = segmenter.VideoSegmenter.frame_features
-    monkeypatch.setattr(segmenter.VideoSegmenter, "frame_features",
-                        lambda self, frame: calls.append(1) or original(self, frame))
+    original = segmenter.VideoSegmenter.pixel_features
+    monkeypatch.setattr(segmenter.VideoSegmenter, "pixel_features",
+                        lambda self, pixels: calls.append(1) or original(self, pixels))
     reply = conv.ask("And now with memory?", propagation="memory")
     assert conv.media is media
     assert all(media.sam_features[t] is features[t] for t in features)
