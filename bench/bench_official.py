@@ -50,7 +50,8 @@ token sequence (same ids on both sides, ending with `<|im_end|>`). SegChat: `cha
 (the Qwen3-VL `generate` that `predict_forward` calls) is replaced by a wrapper that calls the original with the
 same arguments plus `logits_processor=LogitsProcessorList([forced])`; nothing else of the official call changes
 (it still asks for `output_hidden_states`, `max_new_tokens=2048`, greedy). The wrapper also times `generate` on
-both sides, and the official TTFT is when the logits processor first runs (the prefill is done and the first token
+both sides (on SegChat's, `SegChat.generate`: a prompt of several pictures is read in parts before the
+transformers `generate` reads the last one), and the official TTFT is when the logits processor first runs (the prefill is done and the first token
 is being chosen; the official code has no streamer). SegChat's TTFT is its first chunk from `conv.ask_stream`.
 """
 
@@ -144,7 +145,7 @@ def ours_child(job: dict) -> dict:
     forced = Forced(job["answers"][job["case"]])
     chat.generate_options["logits_processor"] = LogitsProcessorList([forced])
     meter = Meter()
-    time_calls(chat.model.vlm, "generate", meter.after_generate)
+    time_calls(chat, "generate", meter.after_generate)
     image = Image.open(job["image"]).convert("RGB")
     conv = chat.new_conversation()
     case = job["case"]
