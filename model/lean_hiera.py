@@ -6,8 +6,7 @@ on every frame of a video.
 `streamline_hiera` gives the blocks and attentions of a loaded SAM2 the forwards below: the same weights, the same
 arithmetic in the same order, bit-identical outputs (tested against the library's forward). On a 1024-px Hiera-L
 forward that is 48 batched products with their softmax and about 90 copies of a block's activations fewer; in
-torch's profiler on a 2-core CPU those took about 1 s of the forward's 19 s. On a CPU, where a video turn's memory
-peak is this encoder's, the MLPs of the large maps also run in chunks of tokens (`_plus_mlp`).
+torch's profiler on a 2-core CPU those took about 1 s of the forward's 19 s.
 """
 
 from __future__ import annotations
@@ -16,9 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.models.sam2.modeling_sam2 import Sam2MultiScaleAttention, Sam2MultiScaleBlock, do_pool
-
-
-MLP_ROWS = 8192  # tokens per MLP chunk on a CPU
 
 
 class LeanMultiScaleAttention(Sam2MultiScaleAttention):
@@ -72,20 +68,8 @@ class LeanMultiScaleBlock(Sam2MultiScaleBlock):
                 height, width = residual.shape[1:3]
                 padded = (height + (-height) % size, width + (-width) % size)
             hidden_states = _unwindow(hidden_states, size, padded, residual.shape[1:3])
-        return _plus_mlp(self, residual + hidden_states)
-
-
-def _plus_mlp(block: Sam2MultiScaleBlock, hidden: torch.Tensor) -> torch.Tensor:
-    """`hidden + mlp(layer_norm2(hidden))`. Without autograd on a CPU, a long input goes through in chunks of
-    `MLP_ROWS` tokens: the MLP's activations (4x the width, twice) are a chunk's, not the whole map's (300 MB at
-    Hiera-L's first stage), and every row is computed as in one pass (MKL: the same bits, tested)."""
-    rows = hidden.reshape(-1, hidden.shape[-1])
-    if hidden.device.type != "cpu" or rows.shape[0] <= MLP_ROWS or (torch.is_grad_enabled() and hidden.requires_grad):
-        return hidden + block.mlp(block.layer_norm2(hidden))
-    out = torch.empty_like(rows)
-    for chunk, target in zip(rows.split(MLP_ROWS), out.split(MLP_ROWS)):
-        torch.add(chunk, block.mlp(block.layer_norm2(chunk)), out=target)
-    return out.view_as(hidden)
+        hidden_states = residual + hidden_states
+        return hidden_states + self.mlp(self.layer_norm2(hidden_states))
 
 
 def streamline_hiera(model: nn.Module) -> int:
