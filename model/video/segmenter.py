@@ -148,7 +148,7 @@ class VideoSegmenter:
                 on_frame(t, out)
             release_freed_memory(logits.device)  # the frame's activations: memory stays flat along the clip
 
-        def track(t: int, frame: np.ndarray, reverse: bool = False):
+        def track_frame(t: int, frame: np.ndarray, reverse: bool = False):
             pixels = self.pixels(frame)
             features = known[t] if t in known else self.pixel_features(pixels)
             return session.track(t, pixels, features, reverse)
@@ -160,9 +160,9 @@ class VideoSegmenter:
             key_set = set(keys)
             for t, frame in clip.iterate(start=keys[0] + 1):
                 if t not in key_set:
-                    record(t, track(t, frame))
+                    record(t, track_frame(t, frame))
             for t, frame in clip.iterate_backward(keys[0], clip.options.backward_chunk):
-                record(t, track(t, frame, reverse=True))
+                record(t, track_frame(t, frame, reverse=True))
         segmented = min((mask.segmented_frames() for mask in masks), default=clip.length)
         for mask in masks:  # the file held fewer frames than its packets promised
             mask.truncate(segmented)
