@@ -447,7 +447,7 @@ class Conversation:
                 clip.read([t])[0])
             refine = partial(self.chat.segmenter.refine, segmenter.image_features(features, clip.size))
             masks = [_region_mask(regions[i], refine, size) for i in drawn]
-            tracked.update(zip(drawn, segmenter.track(clip, t, masks, features)[0]))
+            tracked.update(zip(drawn, segmenter.track(clip, t, masks, features, media.sam_features)[0]))
         return [tracked[i] for i in range(len(regions))]
 
     def _marked(self, media: "ImageMedia | VideoMedia", masks: list[np.ndarray] | list[VideoMask],

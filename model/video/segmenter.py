@@ -120,14 +120,14 @@ class VideoSegmenter:
         return VideoSegmentation(masks, [float(s) for s in scores], keys, stats)
 
     @torch.inference_mode()
-    def track(self, clip: VideoClip, t: int, masks: list[np.ndarray], features: dict
-              ) -> tuple[list[VideoMask], PropagationStats]:
+    def track(self, clip: VideoClip, t: int, masks: list[np.ndarray], features: dict,
+              known: dict[int, dict] | None = None) -> tuple[list[VideoMask], PropagationStats]:
         """Objects given as their masks on frame t (bool H x W at `clip.size`; `features`: the frame's SAM2
-        features) tracked through the whole clip by SAM2 memory, forward and backward. Frame t keeps the masks
-        as given."""
+        features) tracked through the whole clip by SAM2 memory, forward and backward; `known` are other frames'
+        features already encoded (the LLM frames'). Frame t keeps the masks as given."""
         drawn = torch.from_numpy(np.stack(masks))
         return self._propagate(clip, len(masks), [t], lambda session, k: session.prompt_masks(k, features, drawn),
-                               {t: features}, given={t: masks})
+                               known or {}, given={t: masks})
 
     def _propagate(self, clip: VideoClip, n: int, keys: list[int],
                    prompt: Callable[[TrackingSession, int], object], known: dict[int, dict],

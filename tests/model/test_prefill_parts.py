@@ -39,11 +39,11 @@ def reading(chat: SegChat, part_tokens: int):
                                                                    ).shape[0]), with_kwargs=True),
              chat.model.language_model().register_forward_pre_hook(
                  lambda m, args, kwargs: trace.read.append(kwargs["inputs_embeds"].shape[1]), with_kwargs=True)]
-    chat.limits.prefill_part_tokens = part_tokens
+    before, chat.limits.prefill_part_tokens = chat.limits.prefill_part_tokens, part_tokens
     try:
         yield trace
     finally:
-        chat.limits.prefill_part_tokens = 1024
+        chat.limits.prefill_part_tokens = before
         chat.generate_options = {}
         for hook in hooks:
             hook.remove()
