@@ -52,6 +52,7 @@ class VideoSegmenter:
         self.model = model
         self.sam2 = model.sam2
         self.processor = processor
+        self._positions: dict[tuple, torch.Tensor] = {}  # the coarsest level's position encoding, by shape
 
     @property
     def _param(self) -> torch.Tensor:
@@ -68,9 +69,13 @@ class VideoSegmenter:
     @torch.inference_mode()
     def pixel_features(self, pixels: torch.Tensor) -> dict:
         """SAM2 image features of a frame's SAM2 input. The video model reads the position encoding of the
-        coarsest level only; the finer two (84 MB a frame at 1024 px, the same for every frame) are not kept."""
+        coarsest level only (the finer two are 84 MB a frame at 1024 px); it is the same for every frame of a
+        size, so the frames share one tensor."""
         out = self.sam2.get_image_features(pixels, return_dict=True)
-        return {"vision_feats": list(out.fpn_hidden_states), "vision_pos_embeds": [out.fpn_position_encoding[-1]]}
+        position = out.fpn_position_encoding[-1]
+        key = (tuple(position.shape), position.dtype, position.device)
+        return {"vision_feats": list(out.fpn_hidden_states),
+                "vision_pos_embeds": [self._positions.setdefault(key, position)]}
 
     def image_features(self, feats: dict, size: tuple[int, int]) -> ImageFeatures:
         maps = list(feats["vision_feats"])
