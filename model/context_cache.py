@@ -5,7 +5,8 @@ follow-up prefills only its new tokens and the vision tower never encodes a pict
 the cache covers, provided the media placeholders in it are filled by the same media (`VisionInputs.key`: equal
 ids may hide other pictures). It crops the cache to that prefix and says what media the remaining tokens show:
 nothing, what the turn added to the conversation's media (new pictures with region marks, new `<vp>` regions), or
-everything when nothing can be reused. `keep` records the cache after the turn, or drops it beyond the size limit.
+everything when nothing can be reused. `keep` records the cache after the turn, or drops it beyond the size limit; `CacheBudget` keeps all the
+conversations' caches of one model under a memory cap.
 
 The cache is handed out for the length of a generation and comes back only through `keep`, so a turn that fails
 leaves nothing stale. Whatever a conversation's history becomes (a stopped stream that records nothing, an undo
@@ -15,6 +16,7 @@ what the cache really holds: rewinding is a crop, never a wrong reuse.
 
 from __future__ import annotations
 
+import weakref
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -109,6 +111,42 @@ class ContextCache:
     def tokens(self) -> int:
         """How many tokens the cache holds."""
         return len(self.ids)
+
+    @property
+    def nbytes(self) -> int:
+        """The memory the cache's keys and values take."""
+        if self.cache is None:
+            return 0
+        return sum(tensor.numel() * tensor.element_size() for layer in self.cache.layers
+                   for tensor in (getattr(layer, "keys", None), getattr(layer, "values", None))
+                   if isinstance(tensor, torch.Tensor))
+
+
+class CacheBudget:
+    """The caches of all the conversations of one model under one memory cap: past it, the caches of the
+    conversations continued longest ago are dropped first (their next turn reads its whole history again)."""
+
+    def __init__(self):
+        # the contexts that hold a cache, least recently continued first; a conversation that is gone leaves
+        self._contexts: weakref.WeakKeyDictionary[ContextCache, None] = weakref.WeakKeyDictionary()
+
+    def kept(self, context: ContextCache, max_bytes: int) -> None:
+        """`context` was just continued; drop caches, least recently continued first (`context` last), until all
+        of them together take at most `max_bytes`."""
+        self._contexts.pop(context, None)
+        self._contexts[context] = None
+        total = self.nbytes
+        for oldest in list(self._contexts):
+            if total <= max_bytes:
+                break
+            total -= oldest.nbytes
+            oldest.clear()
+            del self._contexts[oldest]
+
+    @property
+    def nbytes(self) -> int:
+        """The memory all the caches take."""
+        return sum(context.nbytes for context in list(self._contexts))
 
 
 def mrope_positions(vlm: nn.Module, inputs: dict[str, torch.Tensor], vision: VisionInputs | None

@@ -20,7 +20,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from model.agent.loop import AgentOptions, AgentStep, AgentTurn, describe_step
 from model.agent.plain import PlainVLM
-from model.context_cache import ContextCache, Prefill, mrope_positions, picture_parts
+from model.context_cache import CacheBudget, ContextCache, Prefill, mrope_positions, picture_parts
 from model.errors import CheckpointError, InputError
 from model.families import VisionInputs
 from model.loading import load_model_and_processor, pick_dtype
@@ -85,6 +85,7 @@ class SegChat:
         # Follow-ups continue the language model's cache of their conversation (`model.context_cache`); off: every
         # turn reads its whole history again.
         self.reuse_cache = reuse_cache
+        self.cache_budget = CacheBudget()  # the conversations' caches under `Limits.max_cache_mib`
         self.lock = threading.Lock()  # one model, many conversations: model work runs one at a time
 
     @classmethod
@@ -147,7 +148,8 @@ class SegChat:
         and the cache is kept for the next turn (`model.context_cache`)."""
         model, processor = self.model, self.processor
         seg_id = processor.seg_token_id
-        if context is None or not self.reuse_cache:
+        kept = context is not None and self.reuse_cache
+        if not kept:
             context = ContextCache(processor.placeholder_ids)  # this call's alone
         prefill = self._read_pictures(prompt_ids, vision, context.prefill(prompt_ids, vision, model.vlm.config))
         inputs = self._inputs(prompt_ids, vision, prefill, context)
@@ -172,6 +174,8 @@ class SegChat:
                           position_ids=None if positions is None else positions[..., -1:])
             states = states + [last.states[-1]]
         context.keep(prefill.cache, ids, vision, self.limits.max_cached_tokens)
+        if kept:
+            self.cache_budget.kept(context, self.limits.max_cache_mib * 2**20)
         release_freed_memory(self.device)  # the prefill's activations, before SAM2 runs
         return new_ids, (torch.cat(states) if states else None)
 

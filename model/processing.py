@@ -38,6 +38,9 @@ class Limits:
     # A conversation's language-model cache kept for its next turn, in tokens (0: none kept); a longer context is
     # read again from its first token at each turn.
     max_cached_tokens: int = 8192
+    # The caches of all the conversations of one loaded model together, in MiB: past it, the caches of the
+    # conversations continued longest ago are dropped (their next turn reads its history again).
+    max_cache_mib: float = 2048
     # A prompt showing several pictures (a video's frames) is read in parts that each end after a picture and hold
     # at most this many tokens (or one picture), so the vision tower and the language model's activations are a
     # part's, not the whole prompt's; 0: read it in one pass.

@@ -321,6 +321,29 @@ def test_a_context_over_the_limit_is_not_kept(own_chats):
         chat.generate_options = {}
 
 
+def test_the_caches_of_all_conversations_stay_under_the_memory_cap(own_chats):
+    chat = own_chats("qwen2_5_vl")
+    answering(chat, "Yes.<|im_end|>")
+    a, b, c = (chat.new_conversation() for _ in range(3))
+    try:
+        for conv in (a, b):
+            conv.ask("Describe it.", image=IMAGE)
+        one_turn = a.context.nbytes
+        a.ask("Is it red?")  # a is now the most recently continued
+        cap = a.context.nbytes + one_turn + 1  # a and one more conversation of one turn
+        chat.limits.max_cache_mib = cap / 2**20
+        c.ask("Describe it.", image=IMAGE)
+        assert [conv.context.tokens > 0 for conv in (a, b, c)] == [True, False, True]  # b: continued longest ago
+        with traced(chat) as trace:
+            b.ask("Is it red?")
+        assert trace.cached == [0] and trace.prefilled == trace.prompts  # b read its history again
+        assert [conv.context.tokens > 0 for conv in (a, b, c)] == [False, True, True]  # now a was the oldest
+        assert 0 < chat.cache_budget.nbytes <= cap
+    finally:
+        chat.limits.max_cache_mib = 2048
+        chat.generate_options = {}
+
+
 def test_closed_sessions_release_their_caches(own_chats, tmp_path):
     chat = own_chats("qwen2_5_vl")
     answering(chat, "It is <p>this</p> [SEG].<|im_end|>")
