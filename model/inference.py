@@ -203,6 +203,7 @@ class SegChat:
             if positions is not None:
                 inputs["position_ids"] = positions[..., start:end]
             model.vlm(**inputs, past_key_values=prefill.cache, use_cache=True, logits_to_keep=1)
+            release_freed_memory(self.device)  # the part's activations, before the next part's
             start, shown = end, shown + count
         return Prefill(prefill.cache, start, VisionInputs.concat(pictures[shown:]))
 

@@ -74,8 +74,11 @@ class VideoSegmenter:
         out = self.sam2.get_image_features(pixels, return_dict=True)
         position = out.fpn_position_encoding[-1]
         key = (tuple(position.shape), position.dtype, position.device)
-        return {"vision_feats": list(out.fpn_hidden_states),
-                "vision_pos_embeds": [self._positions.setdefault(key, position)]}
+        features = {"vision_feats": list(out.fpn_hidden_states),
+                    "vision_pos_embeds": [self._positions.setdefault(key, position)]}
+        del out
+        release_freed_memory(pixels.device)  # the encoder's activations, before the next frame's
+        return features
 
     def image_features(self, feats: dict, size: tuple[int, int]) -> ImageFeatures:
         maps = list(feats["vision_feats"])
