@@ -5,8 +5,8 @@ follow-up prefills only its new tokens and the vision tower never encodes a pict
 the cache covers, provided the media placeholders in it are filled by the same media (`VisionInputs.key`: equal
 ids may hide other pictures). It crops the cache to that prefix and says what media the remaining tokens show:
 nothing, what the turn added to the conversation's media (new pictures with region marks, new `<vp>` regions), or
-everything when nothing can be reused. `keep` records the cache after the turn, or drops it beyond the size limit; `CacheBudget` keeps all the
-conversations' caches of one model under a memory cap.
+everything when nothing can be reused. `keep` records the cache after the turn, or drops it beyond the size limit.
+`CacheBudget` keeps the caches of all the conversations of one model under a memory cap.
 
 The cache is handed out for the length of a generation and comes back only through `keep`, so a turn that fails
 leaves nothing stale. Whatever a conversation's history becomes (a stopped stream that records nothing, an undo

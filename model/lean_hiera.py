@@ -169,7 +169,8 @@ class SeparableSinePositionEmbedding(Sam2SinePositionEmbedding):
 
 def streamline_hiera(model: nn.Module) -> int:
     """Give every Hiera block and attention and the neck's position encoding inside `model` the lean forward
-    (in place); returns how many modules changed. Modules of other classes (subclasses included) are left as they are."""
+    (in place); returns how many modules changed. Modules of other classes (subclasses included) are left as they
+    are."""
     lean = {Sam2MultiScaleBlock: LeanMultiScaleBlock, Sam2MultiScaleAttention: LeanMultiScaleAttention,
             Sam2SinePositionEmbedding: SeparableSinePositionEmbedding}
     changed = 0

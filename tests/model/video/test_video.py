@@ -173,6 +173,9 @@ def test_follow_up_reuses_llm_frames_and_sam2_features(chat, tmp_path, monkeypat
     media = conv.media
     features = dict(media.sam_features)
     assert sorted(features) == media.llm_indices == [0, 1, 2, 3, 4]
+    # the frames hold one position encoding between them (it depends on the size only), and no finer ones
+    assert len({id(f["vision_pos_embeds"][0]) for f in features.values()}) == 1
+    assert all(len(f["vision_pos_embeds"]) == 1 for f in features.values())
     calls = []
     original = segmenter.VideoSegmenter.pixel_features
     monkeypatch.setattr(segmenter.VideoSegmenter, "pixel_features",
