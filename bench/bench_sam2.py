@@ -68,7 +68,7 @@ def memory_table(size: int) -> str:
     return markdown_table(["encoder", "peak RSS over the process, MiB", "held after, MiB"], rows)
 
 
-def timed(encoder, pixels: torch.Tensor, device: str) -> tuple[float, float, torch.Tensor]:
+def timed(encoder, pixels: torch.Tensor, device: str) -> tuple[float, float, list[torch.Tensor]]:
     """(wall s, CPU s, every output tensor) of one forward."""
     if device == "cuda":
         torch.cuda.synchronize()
