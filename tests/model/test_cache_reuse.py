@@ -325,6 +325,7 @@ def test_the_caches_of_all_conversations_stay_under_the_memory_cap(own_chats):
     chat = own_chats("qwen2_5_vl")
     answering(chat, "Yes.<|im_end|>")
     a, b, c = (chat.new_conversation() for _ in range(3))
+    found = chat.limits.max_cache_mib
     try:
         for conv in (a, b):
             conv.ask("Describe it.", image=IMAGE)
@@ -340,7 +341,7 @@ def test_the_caches_of_all_conversations_stay_under_the_memory_cap(own_chats):
         assert [conv.context.tokens > 0 for conv in (a, b, c)] == [False, True, True]  # now a was the oldest
         assert 0 < chat.cache_budget.nbytes <= cap
     finally:
-        chat.limits.max_cache_mib = 2048
+        chat.limits.max_cache_mib = found
         chat.generate_options = {}
 
 
